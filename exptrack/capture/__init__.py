@@ -1,0 +1,25 @@
+"""Reproducibility capture: code state, data fingerprints, system facts and the invocation.
+
+Each part is independent and fails softly: it never raises, and a field says why something is
+missing. Results are plain JSON-able dicts (large bytes, such as a patch, travel separately).
+"""
+
+from .data import FingerprintCache, compare_data, fingerprint_data
+from .git import CodeState, capture_code, code_restore_steps, compare_code
+from .invocation import capture_invocation, command_line
+from .system import SystemInfo, capture_system, compare_system
+
+__all__ = [
+    "CodeState",
+    "FingerprintCache",
+    "SystemInfo",
+    "capture_code",
+    "capture_invocation",
+    "capture_system",
+    "code_restore_steps",
+    "command_line",
+    "compare_code",
+    "compare_data",
+    "compare_system",
+    "fingerprint_data",
+]

@@ -333,7 +333,7 @@ class _Parser:
             return lambda r: (vs := many(r)) is not None and any(map(test, vs))
         get = _getter(segs)
         if op in _NEGATED:  # v == v is false only for NaN
-            return lambda r: (v := get(r)) is not None and v is not MISSING and v == v and not test(v)  # noqa: PLR0124
+            return lambda r: (v := get(r)) is not None and v is not MISSING and v == v and not test(v)
         return lambda r: test(get(r))
 
 
@@ -603,7 +603,7 @@ def _rank(value: object, numeric_strings: bool, timestamp: bool) -> tuple[int, f
     if isinstance(value, bool):
         return (2, float(value), "")
     number = _as_number(value, strings=False)
-    if number is not None and number == number:  # noqa: PLR0124 -- false only for NaN
+    if number is not None and number == number:
         return (0, number, "")
     return (4 if value is MISSING or value is None or number is not None else 3, 0.0, "")
 

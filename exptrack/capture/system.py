@@ -294,10 +294,7 @@ def compare_system(
 
 
 def _item(name: str, recorded: object, current: object) -> dict[str, object]:
-    if recorded is None or current is None:
-        verdict = "unknown"
-    else:
-        verdict = "match" if recorded == current else "mismatch"
+    verdict = "unknown" if recorded is None or current is None else "match" if recorded == current else "mismatch"
     return {"name": name, "recorded": recorded, "current": current, "verdict": verdict}
 
 

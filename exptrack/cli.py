@@ -1,0 +1,263 @@
+"""The ``exptrack`` command line (click); the only module that imports click.
+
+One error boundary (``_Group.invoke``) turns every ``ExptrackError`` -- and any ``OSError`` from
+the file system -- into a one-line message on stderr and exit code 1.  Usage errors exit 2, as
+click does.  No traceback ever reaches a user for a mistake they can fix.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import codec
+from .errors import ExptrackError
+from .output import Format, format_value, render, run_columns
+from .record import Run
+from .tracker import RUNS_FILE, ExperimentTracker
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ExptrackError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:  # e.g. a store directory that cannot be read
+            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="EXPTRACK_STORE",
+    default="experiments",
+    show_default=True,
+    help="Store directory (also EXPTRACK_STORE).",
+)
+@click.version_option(package_name="exptrack")
+@click.pass_context
+def cli(ctx: click.Context, store: Path) -> None:
+    """exptrack: record experiment runs in a local JSONL store, find the best, get it back."""
+    ctx.obj = store
+
+
+def _open(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> ExperimentTracker:
+    store: Path = ctx.find_root().obj
+    if not create and not (store / RUNS_FILE).exists():
+        raise click.ClickException(f"no exptrack store at {store} (no {RUNS_FILE}); log a run first or pass --store")
+    return ExperimentTracker(store, **kwargs)
+
+
+def output_options(func: F) -> F:
+    """``--json`` / ``--csv`` / ``--md``: one machine or report format instead of the table."""
+    for flag, fmt, text in (
+        ("--md", "md", "Markdown table (reports, CI summaries)."),
+        ("--csv", "csv", "CSV with a header row."),
+        ("--json", "json", "JSON: the records as stored."),
+    ):
+        func = click.option(flag, "fmt", flag_value=fmt, help=text)(func)
+    return click.option("--table", "fmt", flag_value="table", default=True, hidden=True)(func)
+
+
+def where_option(func: F) -> F:
+    return click.option(
+        "--where", "-w", default=None, metavar="EXPR",
+        help="Filter, e.g. \"metrics.accuracy > 0.8 and params.model = 'rf'\".",
+    )(func)
+
+
+def mode_option(func: F) -> F:
+    func = click.option("--min", "mode", flag_value="min", help="Lower is better.")(func)
+    return click.option("--max", "mode", flag_value="max", help="Higher is better.")(func)
+
+
+def _echo_json(obj: object) -> None:
+    click.echo(codec.dumps(obj, pretty=True).decode())
+
+
+def _emit_runs(runs: Sequence[Run], fmt: str, columns: Sequence[str]) -> None:
+    if fmt == "json":
+        _echo_json([run.to_dict() for run in runs])
+    else:
+        click.echo(render(runs, columns, fmt=_as_format(fmt)), nl=False)
+
+
+def _as_format(fmt: str) -> Format:
+    return "csv" if fmt == "csv" else "md" if fmt == "md" else "table"
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def _parse_assignment(text: str, what: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}", param_hint=f"--{what}")
+    return key, value
+
+
+def _json_or_string(value: str) -> object:
+    try:
+        return codec.loads(value)
+    except ValueError:
+        return value
+
+
+@cli.command()
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter; VALUE is parsed as JSON when it can be (lr=0.01 is a number, model=rf a string).")
+@click.option("--metric", "-m", "metrics", multiple=True, metavar="NAME=NUMBER",
+              help="A metric value (NaN and inf are accepted).")
+@click.option("--tag", "-t", "tags", multiple=True, metavar="TAG", help="A tag (KEY=VALUE tags filter as tags.KEY).")
+@click.option("--status", type=click.Choice(["finished", "failed", "killed"]), default="finished", show_default=True)
+@click.option("--no-fsync", is_flag=True, help="Flush only; skip the fsync (faster, survives crashes, not power loss).")
+@click.pass_context
+def log(ctx: click.Context, params: tuple[str, ...], metrics: tuple[str, ...], tags: tuple[str, ...],
+        status: str, no_fsync: bool) -> None:
+    """Log one run and print its run id."""
+    parsed_params = {k: _json_or_string(v) for k, v in (_parse_assignment(p, "param") for p in params)}
+    parsed_metrics: dict[str, float] = {}
+    for text in metrics:
+        key, value = _parse_assignment(text, "metric")
+        try:
+            parsed_metrics[key] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{key}: {value!r} is not a number", param_hint="--metric") from None
+    tracker = _open(ctx, create=True, durable=not no_fsync)
+    run = tracker.log_run(params=parsed_params, metrics=parsed_metrics, tags=list(tags), status=status)
+    click.echo(run.run_id)
+
+
+@cli.command()
+@click.option("--limit", "-n", type=click.IntRange(min=0), default=None,
+              help="Show the last N runs (0: all). Default: 20 for the table, all otherwise.")
+@click.option("--sort", "sort", default=None, metavar="SPEC", help="e.g. \"metrics.accuracy desc, params.lr\".")
+@where_option
+@output_options
+@click.pass_context
+def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | None, fmt: str) -> None:
+    """List runs (oldest first, the most recent last)."""
+    tracker = _open(ctx)
+    if limit is None:
+        limit = 20 if fmt == "table" else 0
+    if sort:
+        from .where import parse_sort, sort_records
+
+        ordered = sort_records(tracker.runs(where=where), parse_sort(sort))
+        selected: Sequence[Run] = ordered[:limit] if limit else ordered
+    else:
+        stream = tracker.runs(where=where)
+        selected = list(collections.deque(stream, maxlen=limit) if limit else stream)
+    _emit_runs(selected, fmt, run_columns(selected))
+    if fmt == "table" and not selected:
+        click.echo("no runs" + (" match the filter" if where else ""), err=True)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="The record as stored.")
+@click.pass_context
+def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Show one run (a unique id prefix is enough)."""
+    run = _open(ctx).get_run(run_id)
+    if as_json:
+        _echo_json(run.to_dict())
+    else:
+        click.echo(describe_run(run))
+
+
+def describe_run(run: Run) -> str:
+    """A readable, sectioned view of one run."""
+    lines = [
+        f"run        {run.run_id}",
+        f"timestamp  {run.timestamp}",
+        f"status     {run.status}",
+    ]
+    if run.tags:
+        lines.append(f"tags       {', '.join(run.tags)}")
+    for title, section in (("params", run.params), ("metrics", run.metrics)):
+        lines.append(f"{title}:")
+        if not section:
+            lines.append("  (none)")
+        width = max((len(k) for k in section), default=0)
+        lines.extend(f"  {key.ljust(width)}  {format_value(value)}" for key, value in section.items())
+    for key, value in run.extra.items():
+        lines.append(f"{key}:")
+        if isinstance(value, dict):
+            width = max((len(k) for k in value), default=0)
+            lines.extend(f"  {k.ljust(width)}  {format_value(v)}" for k, v in value.items())
+        else:
+            lines.append(f"  {format_value(value)}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("metric")
+@mode_option
+@where_option
+@output_options
+@click.pass_context
+def best(ctx: click.Context, metric: str, mode: str | None, where: str | None, fmt: str) -> None:
+    """The best run by METRIC (direction inferred for accuracy, loss, ...; else --max/--min)."""
+    run = _open(ctx).best_run(metric, mode, where=where)
+    if fmt == "json":
+        _echo_json(run.to_dict())
+    elif fmt == "table":
+        click.echo(f"best {metric} = {format_value(run.metrics[metric])}\n{describe_run(run)}")
+    else:
+        _emit_runs([run], fmt, run_columns([run], metrics_first=[metric]))
+
+
+@cli.command()
+@click.argument("metric")
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many runs.")
+@mode_option
+@where_option
+@output_options
+@click.pass_context
+def top(ctx: click.Context, metric: str, k: int, mode: str | None, where: str | None, fmt: str) -> None:
+    """The K best runs by METRIC, best first."""
+    ranked = _open(ctx).top_runs(metric, k, mode=mode, where=where)
+    if fmt == "json":
+        _echo_json([run.to_dict() for run in ranked])
+        return
+    rows = [{"rank": i, **run.to_dict()} for i, run in enumerate(ranked, 1)]
+    columns = ["rank", *run_columns(ranked, metrics_first=[metric])]
+    click.echo(render(rows, columns, fmt=_as_format(fmt)), nl=False)
+
+
+@cli.command()
+@where_option
+@output_options
+@click.pass_context
+def summary(ctx: click.Context, where: str | None, fmt: str) -> None:
+    """Totals, runs per status, per-metric count/min/max/mean/std and the best run."""
+    result = _open(ctx).summary(where=where)
+    if fmt == "json":
+        _echo_json(result)
+        return
+    rows = [{"metric": name, **stats} for name, stats in result["metrics"].items()]
+    columns = ["metric", "count", "nonfinite", "min", "max", "mean", "std", "mode", "best_value", "best_run_id"]
+    if fmt == "table":
+        statuses = ", ".join(f"{k}: {v}" for k, v in result["statuses"].items()) or "-"
+        click.echo(f"runs: {result['total_runs']}   corrupt lines skipped: {result['corrupt_lines']}")
+        click.echo(f"status: {statuses}")
+        if rows:
+            click.echo()
+    if rows or fmt != "table":
+        click.echo(render(rows, columns, fmt=_as_format(fmt)), nl=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=list(argv) if argv is not None else sys.argv[1:], prog_name="exptrack")
+

@@ -1,0 +1,183 @@
+"""Run record ⇄ bytes on disk: the only module that knows the line format (and imports orjson).
+
+A line is one JSON object terminated by ``\\n``::
+
+    {"schema":1,"run_id":"…","timestamp":"…Z","status":"finished","params":{…},
+     "metrics":{…},"tags":[…], …optional sections…,"crc":"1a2b3c4d"}
+
+* ``crc`` is always the last key: CRC-32 (``zlib.crc32``) of the line's bytes with the
+  ``,"crc":"…"`` member removed, i.e. of the object as it was before the checksum was added.  It
+  catches what JSON parsing lets through: a bit flip inside a number, or a record spliced from two
+  writers that still parses.  Lines without it (hand-written, other tools) are accepted when
+  otherwise valid and counted as unchecked.
+* Non-finite metrics are written as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``
+  (orjson would silently write ``null``) and read back as floats; a metric is otherwise always a
+  JSON number, so the strings are unambiguous.
+* Lines above ``MAX_RECORD_BYTES`` are refused before any write, and readers never buffer more.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from .errors import InvalidRecordError
+from .record import SCHEMA_VERSION, Run
+
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+"""Largest line (including ``\\n``) written or read: 16 MiB.  Bigger payloads are artifacts."""
+
+_NONFINITE_OUT = {math.inf: "Infinity", -math.inf: "-Infinity"}
+_NONFINITE_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_CRC_HEAD = b',"crc":"'
+_CRC_SUFFIX_LEN = len(_CRC_HEAD) + 8 + 2  # ,"crc":"xxxxxxxx"}
+_REQUIRED = ("run_id", "params", "metrics")
+
+
+class LineError(Exception):
+    """Why one line is not a run; the scanner turns it into a ``CorruptLine`` report."""
+
+
+def _metrics_out(metrics: Mapping[str, float]) -> Mapping[str, object]:
+    for value in metrics.values():
+        if value != value or value in _NONFINITE_OUT:  # NaN is the only value unequal to itself
+            return {
+                name: ("NaN" if v != v else _NONFINITE_OUT.get(v, v))
+                for name, v in metrics.items()
+            }
+    return metrics
+
+
+def encode(run: Run) -> bytes:
+    """One complete line for ``run``, checksum and newline included."""
+    body: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "run_id": run.run_id,
+        "timestamp": run.timestamp,
+        "status": run.status,
+        "params": run.params,
+        "metrics": _metrics_out(run.metrics),
+        "tags": run.tags,
+    }
+    if run.extra:
+        body.update(run.extra)
+    try:
+        payload = orjson.dumps(body)
+    except (TypeError, orjson.JSONEncodeError) as exc:  # values are normalised first; belt and braces
+        raise InvalidRecordError(f"run cannot be encoded as JSON: {exc}") from None
+    if len(payload) + _CRC_SUFFIX_LEN + 1 > MAX_RECORD_BYTES:
+        raise InvalidRecordError(
+            f"run is {len(payload)} bytes encoded, above the {MAX_RECORD_BYTES >> 20} MiB line cap; "
+            "store large values as artifacts",
+        )
+    crc = zlib.crc32(payload)
+    return b"%b,\"crc\":\"%08x\"}\n" % (payload[:-1], crc)
+
+
+def checksum_state(line: bytes | memoryview) -> bool | None:
+    """``True``/``False`` when the line carries a checksum that does / does not match; ``None``
+    when it carries none.  ``line`` excludes the trailing newline."""
+    n = len(line)
+    if n <= _CRC_SUFFIX_LEN or line[n - _CRC_SUFFIX_LEN : n - 10] != _CRC_HEAD or line[n - 2 : n] != b'"}':
+        return None
+    try:
+        stored = int(bytes(line[n - 10 : n - 2]), 16)
+    except ValueError:
+        return False
+    return zlib.crc32(b"}", zlib.crc32(line[: n - _CRC_SUFFIX_LEN])) == stored
+
+
+def decode(line: bytes | memoryview, offset: int = -1) -> tuple[Run, bool]:
+    """Parse one line (without its newline) into a run and whether it carried a checksum.
+
+    Raises:
+        LineError: the line is not a valid run; the message is the reason shown to users.
+    """
+    checked = checksum_state(line)
+    if checked is False:
+        raise LineError("checksum mismatch (bit flip or interleaved write)")
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        reason = str(exc)
+        if "utf-8" in reason.lower() or "surrogate" in reason.lower():
+            raise LineError("invalid UTF-8") from None
+        raise LineError(f"invalid JSON: {reason.split(':', 1)[0]}") from None
+    return from_object(obj, offset), checked is True
+
+
+def from_object(obj: object, offset: int = -1) -> Run:
+    """Validate a parsed JSON object as a run record (used for lines and for imports)."""
+    if type(obj) is not dict:
+        raise LineError(f"not a run record (a JSON {type(obj).__name__}, not an object)")
+    schema = obj.pop("schema", SCHEMA_VERSION)
+    if type(schema) is not int or schema > SCHEMA_VERSION:
+        raise LineError(f"record schema {schema!r} is newer than this exptrack reads ({SCHEMA_VERSION})")
+    for key in _REQUIRED:
+        if key not in obj:
+            raise LineError(f"not a run record (missing {key!r})")
+    run_id = obj.pop("run_id")
+    params = obj.pop("params")
+    metrics = obj.pop("metrics")
+    if type(run_id) is not str or not run_id:
+        raise LineError("run_id is not a non-empty string")
+    if type(params) is not dict:
+        raise LineError("params is not an object")
+    if type(metrics) is not dict:
+        raise LineError("metrics is not an object")
+    for name, value in metrics.items():
+        kind = type(value)
+        if kind is str:
+            try:
+                metrics[name] = _NONFINITE_IN[value]
+            except KeyError:
+                raise LineError(f"metric {name!r} is not a number") from None
+        elif kind is not float and kind is not int:
+            raise LineError(f"metric {name!r} is not a number")
+    tags = obj.pop("tags", ())
+    if (type(tags) is not list or any(type(t) is not str for t in tags)) and tags != ():
+        raise LineError("tags is not a list of strings")
+    status = obj.pop("status", "finished")
+    timestamp = obj.pop("timestamp", "")
+    if type(status) is not str or type(timestamp) is not str:
+        raise LineError("status/timestamp is not a string")
+    obj.pop("crc", None)
+    return Run(
+        run_id=run_id,
+        timestamp=timestamp,
+        params=params,
+        metrics=metrics,
+        tags=tuple(tags),
+        status=status,
+        extra=obj,
+        offset=offset,
+    )
+
+
+def dumps(obj: object, *, pretty: bool = False) -> bytes:
+    """JSON for output (CLI ``--json``, side files); non-finite floats become NaN/Infinity strings."""
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return orjson.dumps(_json_safe(obj), option=option | orjson.OPT_NON_STR_KEYS)
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON written by :func:`dumps` (side files, index); raises ``ValueError`` if invalid."""
+    return orjson.loads(data)
+
+
+def _json_safe(obj: object) -> object:
+    if isinstance(obj, float):
+        if obj != obj:
+            return "NaN"
+        return _NONFINITE_OUT.get(obj, obj)
+    if isinstance(obj, Run):
+        obj = obj.to_dict()
+    if isinstance(obj, Mapping):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj

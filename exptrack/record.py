@@ -1,0 +1,319 @@
+"""The in-memory run record and the rules that decide what may be stored in it.
+
+Validation happens here, before a single byte is encoded, so a bad value never reaches the log.
+Values are *normalised* to plain JSON types by a documented rule (README, "What is stored"), and
+anything without a faithful JSON form is rejected with the dotted key path that holds it:
+
+========================  =============================================================
+value                     stored as
+========================  =============================================================
+str, bool, None, int      itself (ints must fit 64 bits: -2**63 .. 2**64-1)
+float                     itself; NaN/±Infinity only inside ``metrics`` (see codec)
+tuple, list               JSON list
+numpy scalar / array      ``.item()`` / ``.tolist()``, then these same rules
+Enum                      its ``.value``, then these same rules
+pathlib path              ``str(path)``
+datetime / date / time    ``isoformat()`` (a naive datetime stays naive: no zone is invented)
+Decimal                   ``str(decimal)``, which ``Decimal()`` reads back exactly
+set, bytes, objects       rejected: they have no faithful JSON form
+========================  =============================================================
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import enum
+import math
+import os
+import pathlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import InvalidRecordError, MissingMetricError
+
+SCHEMA_VERSION = 1
+"""Version of the line format; a reader skips (and reports) lines from a newer version."""
+
+Status = Literal["running", "finished", "failed", "killed"]
+STATUSES: tuple[str, ...] = ("running", "finished", "failed", "killed")
+
+JSONValue = Any  # a JSON tree; precise recursive aliases cost more in mypy than they catch
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_CORE_KEYS = ("schema", "run_id", "timestamp", "status", "params", "metrics", "tags")
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class Run(Mapping[str, Any]):
+    """One experiment run as stored; read it as attributes or as the dict it was stored as.
+
+    The mapping view (``run["metrics"]``, ``dict(run)``) is what ``--json`` prints and what
+    filters see; ``extra`` holds the optional sections (code, data, system, history, artifacts...)
+    so the core fields stay typed.  ``offset`` is where the line starts in ``runs.jsonl`` (``-1``
+    before it is written) and takes no part in equality.
+    """
+
+    run_id: str
+    timestamp: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, float]
+    tags: tuple[str, ...] = ()
+    status: str = "finished"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    offset: int = field(default=-1, compare=False)
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "schema":
+            return SCHEMA_VERSION
+        if key in _CORE_KEYS:
+            value = getattr(self, key)
+            return list(value) if key == "tags" else value
+        return self.extra[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from _CORE_KEYS
+        yield from self.extra
+
+    def __len__(self) -> int:
+        return len(_CORE_KEYS) + len(self.extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (non-finite metrics stay floats)."""
+        return {key: self[key] for key in self}
+
+
+def new_run_id() -> str:
+    """A 32-hex-digit id: 48 bits of milliseconds, then 80 random bits (like UUIDv7).
+
+    Random bits from ``os.urandom`` make ids unique across processes and machines without any
+    coordination (and across ``fork``, unlike a seeded PRNG); the time prefix makes them sort in
+    creation order, which keeps ``runs`` output and id prefixes readable.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def utc_timestamp() -> str:
+    """Now, as ISO 8601 UTC with microseconds and a ``Z`` (``2026-11-22T07:53:25.123456Z``).
+
+    The date-and-second prefix is formatted once per second: ``strftime`` alone would be a
+    quarter of the cost of logging a run.
+    """
+    global _second_cache  # noqa: PLW0603 - a one-entry cache
+    micros = time.time_ns() // 1000
+    second, micro = divmod(micros, 1_000_000)
+    cached_second, prefix = _second_cache
+    if second != cached_second:
+        prefix = _dt.datetime.fromtimestamp(second, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_cache = (second, prefix)
+    return f"{prefix}.{micro:06d}Z"
+
+
+def normalize_value(value: object, path: str, *, allow_nonfinite: bool = False) -> JSONValue:
+    """Map ``value`` to plain JSON types by the module's table, or raise naming ``path``."""
+    kind = type(value)
+    if kind is str:
+        if not value.isascii():  # type: ignore[attr-defined]
+            _check_text(value, path)  # type: ignore[arg-type]
+        return value
+    if value is None or kind is bool:
+        return value
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
+            raise InvalidRecordError(
+                f"{path}: integer {value} does not fit in 64 bits; store it as a string", path
+            )
+        return value
+    if kind is float:
+        if not allow_nonfinite and not math.isfinite(value):  # type: ignore[arg-type]
+            raise InvalidRecordError(
+                f"{path}: {value} is not a finite number; NaN and Infinity are stored only as metrics",
+                path,
+            )
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        out: dict[str, JSONValue] = {}
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise InvalidRecordError(
+                    f"{path}: key {key!r} is a {type(key).__name__}; JSON object keys must be strings",
+                    path,
+                )
+            if not key.isascii():
+                _check_text(key, f"{path}.{key}")
+            item_kind = type(item)
+            if item_kind is str:
+                if not item.isascii():
+                    _check_text(item, f"{path}.{key}")
+                out[key] = item
+            elif (item_kind is int and _INT_MIN <= item <= _INT_MAX) or item_kind is bool or item is None or (
+                item_kind is float and item - item == 0  # finite: NaN and ±Inf give NaN here
+            ):
+                out[key] = item  # the common flat case, without a recursive call
+            else:
+                out[key] = normalize_value(item, f"{path}.{key}", allow_nonfinite=allow_nonfinite)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [
+            normalize_value(item, f"{path}[{i}]", allow_nonfinite=allow_nonfinite)
+            for i, item in enumerate(value)
+        ]
+    return _normalize_rare(value, path, allow_nonfinite)
+
+
+def _normalize_rare(value: object, path: str, allow_nonfinite: bool) -> JSONValue:
+    # Subclasses of the builtins (IntEnum, numpy.float64 is a float subclass) land here too.
+    if isinstance(value, enum.Enum):
+        return normalize_value(value.value, path, allow_nonfinite=allow_nonfinite)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return normalize_value(int(value), path, allow_nonfinite=allow_nonfinite)
+    if isinstance(value, float):
+        return normalize_value(float(value), path, allow_nonfinite=allow_nonfinite)
+    if isinstance(value, str):
+        return normalize_value(str(value), path)
+    if isinstance(value, pathlib.PurePath):
+        return normalize_value(str(value), path)
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise InvalidRecordError(f"{path}: Decimal {value} is not finite", path)
+        return str(value)
+    converted = _from_numpy(value)
+    if converted is not _NOT_NUMPY:
+        return normalize_value(converted, path, allow_nonfinite=allow_nonfinite)
+    if isinstance(value, (set, frozenset)):
+        raise InvalidRecordError(
+            f"{path}: a {type(value).__name__} has no order and no JSON form; pass sorted(...) as a list",
+            path,
+        )
+    raise InvalidRecordError(
+        f"{path}: cannot store a value of type {type(value).__module__}.{type(value).__qualname__}; "
+        "log plain numbers/strings (e.g. estimator.get_params()) and store the object as an artifact",
+        path,
+    )
+
+
+_NOT_NUMPY = object()
+
+
+def _from_numpy(value: object) -> object:
+    """``value`` as Python objects if it is a numpy scalar or array, without importing numpy."""
+    module = type(value).__module__
+    if module != "numpy" and not module.startswith("numpy."):
+        return _NOT_NUMPY
+    if hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "OVSUMm":
+        kind = value.dtype.kind
+        if kind not in "SU":  # str/bytes arrays are handled by the element rules
+            raise InvalidRecordError(f"numpy dtype {value.dtype} has no faithful JSON form")
+    for method in ("tolist", "item"):
+        convert = getattr(value, method, None)
+        if callable(convert):
+            return convert()
+    return _NOT_NUMPY
+
+
+def _check_text(text: str, path: str) -> None:
+    # A lone surrogate cannot be encoded as UTF-8, so it would make the line unwritable.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRecordError(
+            f"{path}: string contains a lone surrogate at index {exc.start} and cannot be stored as UTF-8",
+            path,
+        ) from None
+
+
+def normalize_metrics(metrics: Mapping[str, object] | None) -> dict[str, float]:
+    """Metrics are a flat name → number mapping; NaN and ±Infinity are kept (a diverged run)."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise InvalidRecordError(f"metrics must be a mapping of name to number, not {type(metrics).__name__}")
+    out: dict[str, float] = {}
+    for name, value in metrics.items():
+        if type(name) is not str or not name:
+            raise InvalidRecordError(f"metrics: metric name {name!r} must be a non-empty string", "metrics")
+        path = f"metrics.{name}"
+        if not name.isascii():
+            _check_text(name, path)
+        if type(value) is float or type(value) is int:
+            number = value
+        elif isinstance(value, bool) or (not isinstance(value, (int, float)) and _from_numpy(value) is _NOT_NUMPY):
+            raise InvalidRecordError(f"{path}: {value!r} is not a number", path)
+        else:
+            number = normalize_value(value, path, allow_nonfinite=True)
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                raise InvalidRecordError(f"{path}: {value!r} is not a scalar number", path)
+        if type(number) is int and not _INT_MIN <= number <= _INT_MAX:
+            raise InvalidRecordError(f"{path}: integer {number} does not fit in 64 bits", path)
+        out[name] = number
+    return out
+
+
+def normalize_tags(tags: Sequence[str] | Mapping[str, object] | str | None) -> tuple[str, ...]:
+    """Tags are strings; a mapping becomes ``key=value`` tags so filters can say ``tags.key``."""
+    if tags is None:
+        return ()
+    if isinstance(tags, str):
+        tags = (tags,)
+    items: list[str]
+    items = [f"{key}={value}" for key, value in tags.items()] if isinstance(tags, Mapping) else list(tags)
+    out: list[str] = []
+    for i, tag in enumerate(items):
+        if type(tag) is not str:
+            raise InvalidRecordError(f"tags[{i}]: {tag!r} is not a string", f"tags[{i}]")
+        _check_text(tag, f"tags[{i}]")
+        if tag not in out:
+            out.append(tag)
+    return tuple(out)
+
+
+def build_run(
+    *,
+    params: Mapping[str, object] | None = None,
+    metrics: Mapping[str, object] | None = None,
+    tags: Sequence[str] | Mapping[str, object] | str | None = None,
+    status: str = "finished",
+    extra: Mapping[str, object] | None = None,
+    required_metrics: Sequence[str] = (),
+    run_id: str | None = None,
+    timestamp: str | None = None,
+) -> Run:
+    """Validate and normalise one run; raises ``InvalidRecordError`` before anything is written."""
+    if params is None:
+        params = {}
+    elif type(params) is not dict and not isinstance(params, Mapping):
+        raise InvalidRecordError(f"params must be a mapping, not {type(params).__name__}", "params")
+    clean_params = normalize_value(params, "params")
+    clean_metrics = normalize_metrics(metrics)
+    missing = [name for name in required_metrics if name not in clean_metrics]
+    if missing:
+        raise MissingMetricError(missing)
+    if status not in STATUSES:
+        raise InvalidRecordError(f"status must be one of {', '.join(STATUSES)}, not {status!r}", "status")
+    clean_extra: dict[str, Any] = {}
+    if extra:
+        for key, value in extra.items():
+            if key in _CORE_KEYS or key == "crc":
+                raise InvalidRecordError(f"{key!r} is a reserved record field", key)
+            clean_extra[key] = normalize_value(value, key, allow_nonfinite=False)
+    if run_id is not None and (type(run_id) is not str or not run_id.strip() or "\n" in run_id):
+        raise InvalidRecordError(f"run_id must be a non-empty single-line string, not {run_id!r}", "run_id")
+    return Run(
+        run_id=run_id or new_run_id(),
+        timestamp=timestamp or utc_timestamp(),
+        params=clean_params,
+        metrics=clean_metrics,
+        tags=normalize_tags(tags),
+        status=status,
+        extra=clean_extra,
+    )

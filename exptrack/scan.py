@@ -1,0 +1,145 @@
+"""Stream complete lines of the run log in constant memory; yield runs or ``CorruptLine`` reports.
+
+A scan takes a size snapshot first and reads only up to the last ``\\n`` before it: bytes after
+that may belong to a writer that is mid-``write()``, so they are *pending*, not corrupt.  Only a
+caller that knows no writer is active (it holds the lock, or ``exptrack check``) passes
+``final=True`` to report an unterminated tail as torn.
+
+Lines are cut from large chunks and parsed from ``memoryview`` slices, so the cost per line is
+one ``find`` and one ``orjson.loads``; a line longer than the record cap is skipped in pieces
+without ever being held whole in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .codec import MAX_RECORD_BYTES, LineError, decode
+from .record import Run
+
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class CorruptLine:
+    """A line that is not a valid run: where it is, how long, and why."""
+
+    line: int
+    offset: int
+    length: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line} (byte {self.offset}, {self.length} bytes): {self.reason}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"line": self.line, "offset": self.offset, "length": self.length, "reason": self.reason}
+
+
+class LogScan:
+    """One pass over ``[start, end)`` of the log; iterate it, then read the counters.
+
+    Attributes (complete once iteration ends):
+        end_offset: byte just after the last complete line read (the next watermark).
+        lines: number of the last complete line read (1-based numbering continues from
+            ``first_line``).
+        pending: bytes after the last newline that were not read as a line.
+        unchecked: valid runs that carried no checksum.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        first_line: int = 1,
+        final: bool = False,
+    ) -> None:
+        self.path = path
+        self.start = start
+        self.end = end
+        self.final = final
+        self.end_offset = start
+        self.lines = first_line - 1
+        self.pending = 0
+        self.unchecked = 0
+
+    def __iter__(self) -> Iterator[Run | CorruptLine]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            end = os.fstat(fd).st_size if self.end is None else self.end
+            yield from self._lines(fd, end)
+        finally:
+            os.close(fd)
+
+    def _lines(self, fd: int, end: int) -> Iterator[Run | CorruptLine]:
+        pos = self.start
+        carry = b""  # the start of a line that continues into the next chunk
+        skipping = False  # inside an over-long line: drop bytes until its newline
+        skip_from = pos
+        line_no = self.lines
+        while pos < end:
+            chunk = os.pread(fd, min(CHUNK_BYTES, end - pos), pos)
+            if not chunk:
+                break  # the file shrank under us; what was read stays valid
+            base = pos - len(carry)
+            buf = carry + chunk if carry else chunk
+            pos += len(chunk)
+            view = memoryview(buf)
+            cut = 0
+            while True:
+                nl = buf.find(b"\n", cut)
+                if nl < 0:
+                    break
+                line_no += 1
+                if skipping:
+                    skipping = False
+                    yield CorruptLine(line_no, skip_from, base + nl - skip_from, _too_long())
+                else:
+                    item = _parse(view[cut:nl], base + cut, line_no)
+                    if type(item) is tuple:
+                        run, checked = item
+                        if not checked:
+                            self.unchecked += 1
+                        yield run
+                    else:
+                        yield item  # type: ignore[misc]
+                cut = nl + 1
+            self.lines = line_no
+            self.end_offset = base + cut
+            rest = len(buf) - cut
+            if skipping or rest > MAX_RECORD_BYTES:
+                if not skipping:
+                    skipping, skip_from = True, base + cut
+                carry = b""
+            else:
+                carry = buf[cut:]
+            view.release()
+        tail_start = self.end_offset
+        self.pending = end - tail_start
+        if self.pending and self.final:
+            yield CorruptLine(line_no + 1, tail_start, self.pending, "torn tail (unterminated last line)")
+
+
+def _too_long() -> str:
+    return f"line longer than the {MAX_RECORD_BYTES >> 20} MiB record cap"
+
+
+def _parse(line: memoryview, offset: int, line_no: int) -> tuple[Run, bool] | CorruptLine:
+    length = len(line)
+    if length == 0 or (length == 1 and line[0] == 13):
+        return CorruptLine(line_no, offset, length, "blank line")
+    if line[length - 1] == 13:  # CRLF: an editor converted the file; the record itself is fine
+        line = line[: length - 1]
+    try:
+        return decode(line, offset)
+    except LineError as exc:
+        if not line.tobytes().strip():
+            return CorruptLine(line_no, offset, length, "blank line")
+        return CorruptLine(line_no, offset, length, str(exc))

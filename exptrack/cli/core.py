@@ -1,101 +1,16 @@
-"""The ``exptrack`` command line (click); the only module that imports click.
-
-One error boundary (``_Group.invoke``) turns every ``ExptrackError`` -- and any ``OSError`` from
-the file system -- into a one-line message on stderr and exit code 1.  Usage errors exit 2, as
-click does.  No traceback ever reaches a user for a mistake they can fix.
-"""
+"""Core commands: log a run, list runs, show one, best, top and summary."""
 
 from __future__ import annotations
 
 import collections
-import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 import click
 
-from . import codec
-from .errors import ExptrackError
-from .output import Format, format_value, render, run_columns
-from .record import Run
-from .tracker import RUNS_FILE, ExperimentTracker
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ExptrackError as exc:
-            raise click.ClickException(str(exc)) from exc
-        except OSError as exc:  # e.g. a store directory that cannot be read
-            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--store",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="EXPTRACK_STORE",
-    default="experiments",
-    show_default=True,
-    help="Store directory (also EXPTRACK_STORE).",
-)
-@click.version_option(package_name="exptrack")
-@click.pass_context
-def cli(ctx: click.Context, store: Path) -> None:
-    """exptrack: record experiment runs in a local JSONL store, find the best, get it back."""
-    ctx.obj = store
-
-
-def _open(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> ExperimentTracker:
-    store: Path = ctx.find_root().obj
-    if not create and not (store / RUNS_FILE).exists():
-        raise click.ClickException(f"no exptrack store at {store} (no {RUNS_FILE}); log a run first or pass --store")
-    return ExperimentTracker(store, **kwargs)
-
-
-def output_options(func: F) -> F:
-    """``--json`` / ``--csv`` / ``--md``: one machine or report format instead of the table."""
-    for flag, fmt, text in (
-        ("--md", "md", "Markdown table (reports, CI summaries)."),
-        ("--csv", "csv", "CSV with a header row."),
-        ("--json", "json", "JSON: the records as stored."),
-    ):
-        func = click.option(flag, "fmt", flag_value=fmt, help=text)(func)
-    return click.option("--table", "fmt", flag_value="table", default=True, hidden=True)(func)
-
-
-def where_option(func: F) -> F:
-    return click.option(
-        "--where", "-w", default=None, metavar="EXPR",
-        help="Filter, e.g. \"metrics.accuracy > 0.8 and params.model = 'rf'\".",
-    )(func)
-
-
-def mode_option(func: F) -> F:
-    func = click.option("--min", "mode", flag_value="min", help="Lower is better.")(func)
-    return click.option("--max", "mode", flag_value="max", help="Higher is better.")(func)
-
-
-def _echo_json(obj: object) -> None:
-    click.echo(codec.dumps(obj, pretty=True).decode())
-
-
-def _emit_runs(runs: Sequence[Run], fmt: str, columns: Sequence[str]) -> None:
-    if fmt == "json":
-        _echo_json([run.to_dict() for run in runs])
-    else:
-        click.echo(render(runs, columns, fmt=_as_format(fmt)), nl=False)
-
-
-def _as_format(fmt: str) -> Format:
-    return "csv" if fmt == "csv" else "md" if fmt == "md" else "table"
-
-
-# -- commands ------------------------------------------------------------------------------------
+from .. import codec
+from ..output import format_value, render, run_columns
+from ..record import Run
+from ._app import _as_format, _echo_json, _emit_runs, _open, cli, mode_option, output_options, where_option
 
 
 def _parse_assignment(text: str, what: str) -> tuple[str, str]:
@@ -150,7 +65,7 @@ def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | N
     if limit is None:
         limit = 20 if fmt == "table" else 0
     if sort:
-        from .where import parse_sort, sort_records
+        from ..where import parse_sort, sort_records
 
         ordered = sort_records(tracker.runs(where=where), parse_sort(sort))
         selected: Sequence[Run] = ordered[:limit] if limit else ordered
@@ -255,9 +170,3 @@ def summary(ctx: click.Context, where: str | None, fmt: str) -> None:
             click.echo()
     if rows or fmt != "table":
         click.echo(render(rows, columns, fmt=_as_format(fmt)), nl=False)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point."""
-    cli.main(args=list(argv) if argv is not None else sys.argv[1:], prog_name="exptrack")
-

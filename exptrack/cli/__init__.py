@@ -1,0 +1,6 @@
+"""The ``exptrack`` command line (click): the only package that imports click."""
+
+from . import core  # noqa: F401 - registers the commands on the group
+from ._app import cli, main
+
+__all__ = ["cli", "main"]

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import codec
+from .artifacts import ArtifactStore
 from .errors import CorruptStoreError, InvalidRecordError, NoRunsError, RunNotFoundError, StorageError
 from .journal import Journal
 from .logs import attach_store_log
 from .query import resolve_mode, summarize, summary_dict, top_runs
 from .record import Run, build_run
+from .run import ActiveRun, MetricHistory, read_history
 from .scan import CorruptLine, LogScan
 
 logger = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class ExperimentTracker:
         self._log_extra = {"store": os.path.abspath(self.store)}
         self._journal = Journal(str(self.runs_path), durable=durable, lock_timeout=lock_timeout)
         self._run_log_level = logging.INFO if durable else logging.DEBUG
+        self._artifacts: ArtifactStore | None = None
         self._reported: set[int] = set()
         self.last_corrupt: list[CorruptLine] = []
 
@@ -233,6 +237,131 @@ class ExperimentTracker:
         """Every line of the log that is not a valid run, with line number, offset and reason."""
         return [item for item in self.scan() if type(item) is CorruptLine]
 
+    # -- live runs, artifacts and recovery ------------------------------------------------------
+
+    @property
+    def artifact_store(self) -> ArtifactStore:
+        """The store's content-addressed blobs (``<store>/artifacts``)."""
+        if self._artifacts is None:
+            self._artifacts = ArtifactStore(self.store / "artifacts")
+        return self._artifacts
+
+    def start_run(
+        self,
+        params: Mapping[str, object] | None = None,
+        *,
+        tags: Sequence[str] | Mapping[str, object] | None = None,
+        data: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] | None = None,
+        seed: object = None,
+        capture: bool | Sequence[str] = True,
+        name: str | None = None,
+    ) -> ActiveRun:
+        """A run that records what made its result; use it as ``with tracker.start_run(...) as run``.
+
+        Args:
+            params: the run's parameters (more with ``run.log_param``).
+            tags: tags, as for :meth:`log_run`; ``name`` adds a ``name=...`` tag.
+            data: files or directories the run reads; their content fingerprints are recorded
+                (sha256 per file, one tree hash, DVC's md5 when a ``.dvc``/``dvc.lock`` names them).
+            seed: the random seed(s) the run uses (an int or a mapping of named seeds).
+            capture: ``True`` for everything, ``False`` for nothing, or a subset of
+                ``("code", "system", "packages", "invocation", "data")``.  No part can fail the run.
+        """
+        return ActiveRun(self, params=params, tags=tags, data=data, seed=seed, capture=capture, name=name)
+
+    def load_artifact(self, run_id: str, name: str) -> bytes:
+        """An artifact's bytes, verified against its sha256 (``pickle.loads`` them for a model).
+
+        Raises:
+            RunNotFoundError: no such run, or the run has no artifact ``name``.
+            ArtifactIntegrityError: the stored bytes no longer match the recorded hash.
+        """
+        return self.artifact_store.read_bytes(self._artifact_ref(run_id, name))
+
+    def fetch_artifact(
+        self, run_id: str, name: str, dest: str | os.PathLike[str], *, overwrite: bool = False
+    ) -> Path:
+        """Copy a run's artifact to ``dest`` (a file, or a directory to put ``name`` in), verified."""
+        return self.artifact_store.fetch(self._artifact_ref(run_id, name), dest, overwrite=overwrite, name=name)
+
+    def artifacts(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """``name -> {"sha256", "size"}`` for a run's artifacts."""
+        listed = self.get_run(run_id).extra.get("artifacts") or {}
+        return {str(k): dict(v) for k, v in listed.items()}
+
+    def history(self, run_id: str, metric: str | None = None) -> list[dict[str, Any]]:
+        """The step points a live run logged (``name``, ``step``, ``value``, ``time``), in order."""
+        run = self.get_run(run_id)
+        points = read_history(self.store / "history" / f"{run.run_id}.jsonl")
+        return [p for p in points if metric is None or p.get("name") == metric]
+
+    def packages(self, run: Run) -> dict[str, str] | None:
+        """The installed packages recorded with a run (kept once per distinct environment)."""
+        system = run.extra.get("system") or {}
+        blob = system.get("packages_sha256") if isinstance(system, Mapping) else None
+        if not isinstance(blob, str) or not self.artifact_store.exists(blob):
+            return None
+        text = self.artifact_store.read_bytes(blob).decode("utf-8")
+        return dict(line.split("==", 1) for line in text.splitlines() if "==" in line)
+
+    def recover(self) -> list[Run]:
+        """Log as ``killed`` every live run whose process died without finishing (SIGKILL, power loss).
+
+        A run leaves a marker in ``<store>/active`` while it lives; a marker whose pid no longer
+        exists on this host is claimed (by an atomic rename, so two recovering processes never log
+        it twice) and turned into a record with the params and the metric history it had.
+        """
+        recovered: list[Run] = []
+        active = self.store / "active"
+        host = socket.gethostname()
+        for marker in sorted(active.glob("*.json")) if active.is_dir() else ():
+            try:
+                info = codec.loads(marker.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if info.get("host") != host or _pid_alive(int(info.get("pid", 0))):
+                continue
+            claimed = marker.with_suffix(f".recovering-{os.getpid()}")
+            try:
+                os.rename(marker, claimed)
+            except OSError:
+                continue  # another process claimed it
+            run_id = str(info["run_id"])
+            history: dict[str, MetricHistory] = {}
+            metrics: dict[str, float] = {}
+            for point in read_history(self.store / "history" / f"{run_id}.jsonl"):
+                name, value = str(point["name"]), float(point["value"])
+                history.setdefault(name, MetricHistory()).add(value, int(point["step"]))
+                metrics[name] = value
+            extra: dict[str, Any] = {"error": {"type": "ProcessDied", "message":
+                                               f"pid {info.get('pid')} ended without finishing the run"}}
+            if history:
+                extra["history"] = {name: h.to_dict() for name, h in history.items()}
+            recovered.append(self._append_run(
+                run_id=run_id, timestamp=str(info.get("timestamp") or ""), params=info.get("params") or {},
+                metrics=metrics, tags=info.get("tags") or [], status="killed", extra=extra,
+            ))
+            claimed.unlink(missing_ok=True)
+        return recovered
+
+    def _append_run(self, **fields: Any) -> Run:
+        run = build_run(**fields)
+        offset = self._journal.append((codec.encode(run),))
+        logger.info("logged run %s (%s)", run.run_id, _brief(run), extra=self._log_extra)
+        object.__setattr__(run, "offset", offset)
+        return run
+
+    def _store_packages(self, packages: Mapping[str, str]) -> str:
+        text = "".join(f"{name}=={version}\n" for name, version in sorted(packages.items()))
+        return self.artifact_store.put_bytes(text.encode("utf-8")).sha256
+
+    def _artifact_ref(self, run_id: str, name: str) -> str:
+        listed = self.artifacts(run_id)
+        if name not in listed:
+            known = ", ".join(sorted(listed)) or "none"
+            raise RunNotFoundError(run_id, f"run {run_id} has no artifact {name!r} (artifacts: {known})")
+        return str(listed[name]["sha256"])
+
     # -- internals -----------------------------------------------------------------------------
 
     def _report(self, item: CorruptLine) -> None:
@@ -280,6 +409,18 @@ def _compile(where: Where) -> Callable[[Mapping[str, Any]], bool] | None:
     from .where import compile_where
 
     return compile_where(where)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
 
 
 def _brief(run: Run) -> str:

@@ -1,6 +1,9 @@
 """The ``exptrack`` command line (click): the only package that imports click."""
 
-from . import core  # noqa: F401 - registers the commands on the group
+from . import (
+    core,  # noqa: F401 - registers the commands on the group
+    repro,  # noqa: F401
+)
 from ._app import cli, main
 
 __all__ = ["cli", "main"]

@@ -10,6 +10,7 @@ import click
 from .. import codec
 from ..output import format_value, render, run_columns
 from ..record import Run
+from ..report import describe_run
 from ._app import _as_format, _echo_json, _emit_runs, _open, cli, mode_option, output_options, where_option
 
 
@@ -88,31 +89,6 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
         _echo_json(run.to_dict())
     else:
         click.echo(describe_run(run))
-
-
-def describe_run(run: Run) -> str:
-    """A readable, sectioned view of one run."""
-    lines = [
-        f"run        {run.run_id}",
-        f"timestamp  {run.timestamp}",
-        f"status     {run.status}",
-    ]
-    if run.tags:
-        lines.append(f"tags       {', '.join(run.tags)}")
-    for title, section in (("params", run.params), ("metrics", run.metrics)):
-        lines.append(f"{title}:")
-        if not section:
-            lines.append("  (none)")
-        width = max((len(k) for k in section), default=0)
-        lines.extend(f"  {key.ljust(width)}  {format_value(value)}" for key, value in section.items())
-    for key, value in run.extra.items():
-        lines.append(f"{key}:")
-        if isinstance(value, dict):
-            width = max((len(k) for k in value), default=0)
-            lines.extend(f"  {k.ljust(width)}  {format_value(v)}" for k, v in value.items())
-        else:
-            lines.append(f"  {format_value(value)}")
-    return "\n".join(lines)
 
 
 @cli.command()

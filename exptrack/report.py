@@ -1,0 +1,343 @@
+"""What differs between two runs, and between a run and the checkout in front of the user.
+
+This is the answer to "round 3 was good: why, and how do I get it back?".  Everything here works
+on plain records and returns plain data; the CLI only renders it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import codec
+from .record import Run
+
+if TYPE_CHECKING:
+    from .tracker import ExperimentTracker
+
+# Packages reported one by one by `reproduce` even when equal: the usual suspects for a changed
+# result.  Everything else is summarised as counts of added/removed/changed packages.
+KEY_PACKAGES = ("numpy", "scipy", "pandas", "scikit-learn", "torch", "tensorflow", "jax", "xgboost",
+                "lightgbm", "catboost", "polars")
+_SYSTEM_FIELDS = ("os", "os_release", "machine", "python_version", "python_implementation", "cpu_model",
+                  "cpu_count", "memory_total_bytes", "hostname")
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One field that differs between two runs (``None`` means absent on that side)."""
+
+    section: str
+    key: str
+    a: Any
+    b: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"section": self.section, "key": self.key, "a": self.a, "b": self.b}
+
+
+def diff_runs(tracker: ExperimentTracker, a: Run, b: Run) -> list[Difference]:
+    """Only what differs: params, metrics, status/tags, code, data, system, packages, invocation."""
+    out: list[Difference] = []
+    out += _diff_maps("params", a.params, b.params)
+    out += _diff_maps("metrics", a.metrics, b.metrics)
+    if a.status != b.status:
+        out.append(Difference("run", "status", a.status, b.status))
+    if set(a.tags) != set(b.tags):
+        out.append(Difference("run", "tags", sorted(a.tags), sorted(b.tags)))
+    code_a, code_b = _section(a, "code"), _section(b, "code")
+    for key in ("commit", "branch", "remote", "dirty", "patch_sha256", "error"):
+        if code_a.get(key) != code_b.get(key):
+            out.append(Difference("code", key, code_a.get(key), code_b.get(key)))
+    out += _diff_data(_section(a, "data"), _section(b, "data"))
+    sys_a, sys_b = _section(a, "system"), _section(b, "system")
+    for key in _SYSTEM_FIELDS:
+        if sys_a.get(key) != sys_b.get(key):
+            out.append(Difference("system", key, sys_a.get(key), sys_b.get(key)))
+    if sys_a.get("packages_sha256") != sys_b.get("packages_sha256"):
+        out += _diff_maps("packages", tracker.packages(a) or {}, tracker.packages(b) or {})
+    inv_a, inv_b = _section(a, "invocation"), _section(b, "invocation")
+    for key in ("argv", "script", "seed", "cwd"):
+        if inv_a.get(key) != inv_b.get(key):
+            out.append(Difference("invocation", key, inv_a.get(key), inv_b.get(key)))
+    return out
+
+
+def _section(run: Run, name: str) -> Mapping[str, Any]:
+    value = run.extra.get(name)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _diff_maps(section: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Difference]:
+    keys = list(a) + [k for k in b if k not in a]
+    return [Difference(section, k, a.get(k), b.get(k)) for k in keys if not _same(a.get(k), b.get(k))]
+
+
+def _same(x: object, y: object) -> bool:
+    # NaN == NaN for the purpose of "did this change"
+    return x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y)
+
+
+def _diff_data(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Difference]:
+    paths_a, paths_b = a.get("paths") or {}, b.get("paths") or {}
+    out = []
+    for path in list(paths_a) + [p for p in paths_b if p not in paths_a]:
+        fa, fb = paths_a.get(path) or {}, paths_b.get(path) or {}
+        ha, hb = fa.get("tree") or fa.get("error"), fb.get("tree") or fb.get("error")
+        if ha != hb:
+            out.append(Difference("data", path, ha, hb))
+    return out
+
+
+# -- reproduce -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Check:
+    """One item of a reproduce report: what was compared, the verdict and why."""
+
+    item: str
+    verdict: str  # "match" | "mismatch" | "unknown"
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"item": self.item, "verdict": self.verdict, "detail": self.detail}
+
+
+@dataclass(slots=True)
+class ReproduceReport:
+    """Verdicts per item and the exact steps that restore what differs."""
+
+    run: Run
+    checks: list[Check] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    params_json: str = ""
+    params_flags: str = ""
+    command: str = ""
+
+    @property
+    def matches(self) -> bool:
+        return all(check.verdict == "match" for check in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run.run_id,
+            "matches": self.matches,
+            "checks": [c.to_dict() for c in self.checks],
+            "steps": self.steps,
+            "params": self.run.params,
+            "params_flags": self.params_flags,
+            "command": self.command,
+        }
+
+
+def reproduce(tracker: ExperimentTracker, run: Run, *, patch_file: str | None = None,
+              cwd: str | None = None) -> ReproduceReport:
+    """Compare the current checkout, data and environment with ``run`` and say how to restore it.
+
+    ``patch_file`` is where the run's saved diff was written for the user (the ``git apply``
+    step names it); ``cwd`` is where the check runs (default: the current directory).
+    """
+    from .capture import (
+        capture_code,
+        capture_system,
+        code_restore_steps,
+        command_line,
+        compare_code,
+        compare_data,
+        compare_system,
+        fingerprint_data,
+    )
+
+    report = ReproduceReport(run)
+    here = cwd or os.getcwd()
+    code = _section(run, "code")
+    if code:
+        current_code = capture_code(here).info
+        verdict = compare_code(code, current_code)
+        report.checks.append(Check("code", str(verdict["verdict"]), str(verdict["reason"])))
+        report.steps += code_restore_steps(code, current_code, patch_file)
+    data = _section(run, "data")
+    if data.get("paths"):
+        base = str(_section(run, "invocation").get("cwd") or here)
+        names = [p if os.path.isabs(p) else os.path.join(base, p) for p in data["paths"]]
+        current = fingerprint_data(names, base=base)
+        for item in compare_data(data, current):
+            changed = [str(name) for key in ("changed", "added", "removed")
+                       for name in _as_list(item.get(key))]
+            detail = str(item.get("reason", ""))
+            report.checks.append(Check(f"data {item['path']}", str(item["verdict"]), detail))
+            if item["verdict"] != "match":
+                files = f" ({', '.join(map(str, changed[:5]))})" if changed else ""
+                report.steps.append(f"# restore data {item['path']} to sha256 tree "
+                                    f"{_tree_of(data, str(item['path']))}{files}")
+    system = _section(run, "system")
+    if system:
+        now = capture_system()
+        recorded_packages = tracker.packages(run)
+        for item in compare_system(system, now.info, recorded_packages, now.packages, KEY_PACKAGES):
+            name = str(item["name"])
+            if name == "packages" or name in KEY_PACKAGES or name in ("python_version", "os", "machine"):
+                if name in KEY_PACKAGES and item.get("recorded") is None and item.get("current") is None:
+                    continue
+                report.checks.append(Check(name, str(item["verdict"]), _system_detail(item)))
+        if recorded_packages and any(c.item == "packages" and c.verdict == "mismatch" for c in report.checks):
+            report.steps.append(f"exptrack reproduce {run.run_id} --requirements-out requirements.txt; "
+                                "python -m pip install -r requirements.txt")
+    report.params_json = codec.dumps(run.params).decode()
+    report.params_flags = " ".join(f"--{k}={shlex.quote(_flag(v))}" for k, v in run.params.items())
+    invocation = _section(run, "invocation")
+    report.command = command_line(invocation) if invocation.get("argv") else ""
+    return report
+
+
+def _as_list(value: object) -> list[object]:
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def _tree_of(data: Mapping[str, Any], path: str) -> str:
+    entry = (data.get("paths") or {}).get(path) or {}
+    return str(entry.get("tree", "?"))[:16]
+
+
+def _flag(value: object) -> str:
+    return value if isinstance(value, str) else codec.dumps(value).decode()
+
+
+def _system_detail(item: Mapping[str, Any]) -> str:
+    if item["name"] == "packages":
+        counts = item.get("counts") or {}
+        if item["verdict"] == "match":
+            return "same installed packages"
+        parts = [f"{len(item.get(k) or [])} {k}" for k in ("changed", "added", "removed") if item.get(k)]
+        detail = ", ".join(parts) or str(counts)
+        changed = item.get("changed") or []
+        return f"{detail}; e.g. {', '.join(map(str, changed[:3]))}" if changed else detail
+    return f"recorded {item.get('recorded')}, now {item.get('current')}"
+
+
+def write_patch(tracker: ExperimentTracker, run: Run, directory: str | os.PathLike[str]) -> str | None:
+    """Write the run's saved diff to ``directory/<run_id>.patch`` for ``git apply``; None if clean."""
+    listed = run.extra.get("artifacts") or {}
+    if "code.patch" not in listed:
+        return None
+    target = Path(directory).resolve() / f"{run.run_id}.patch"
+    tracker.fetch_artifact(run.run_id, "code.patch", target, overwrite=True)
+    return str(target.resolve())
+
+
+def requirements_text(packages: Mapping[str, str]) -> str:
+    """The recorded environment as a pip requirements file (``name==version`` lines)."""
+    return "".join(f"{name}=={version}\n" for name, version in sorted(packages.items()))
+
+
+def describe_run(run: Run) -> str:
+    """A readable, sectioned view of one run: what it is, what made it, what it produced."""
+    from .output import format_value
+
+    lines = [f"run        {run.run_id}", f"timestamp  {run.timestamp}", f"status     {run.status}"]
+    if run.tags:
+        lines.append(f"tags       {', '.join(run.tags)}")
+    extra = dict(run.extra)
+    if "duration_s" in extra:
+        lines.append(f"duration   {float(extra.pop('duration_s')):.3f} s")
+    error = extra.pop("error", None)
+    if isinstance(error, Mapping):
+        lines.append(f"error      {error.get('type')}: {error.get('message')}")
+    lines += _block("params", run.params)
+    lines += _block("metrics", run.metrics)
+    history = extra.pop("history", None)
+    if isinstance(history, Mapping) and history:
+        lines.append("history (min @ step / max @ step / last step / points):")
+        width = max(len(k) for k in history)
+        for name, h in history.items():
+            lines.append(f"  {name.ljust(width)}  {format_value(h.get('min'))} @ {h.get('min_step')}"
+                         f" / {format_value(h.get('max'))} @ {h.get('max_step')}"
+                         f" / {h.get('last_step')} / {h.get('count')}")
+    lines += _describe_code(extra.pop("code", None))
+    lines += _describe_data(extra.pop("data", None))
+    lines += _describe_system(extra.pop("system", None))
+    invocation = extra.pop("invocation", None)
+    if isinstance(invocation, Mapping):
+        from .capture import command_line
+
+        lines += ["invocation:", f"  command  {command_line(invocation)}"]
+        if invocation.get("seed") is not None:
+            lines.append(f"  seed     {format_value(invocation.get('seed'))}")
+    artifacts = extra.pop("artifacts", None)
+    if isinstance(artifacts, Mapping) and artifacts:
+        lines.append("artifacts:")
+        width = max(len(k) for k in artifacts)
+        lines += [f"  {k.ljust(width)}  {v.get('size')} bytes  sha256 {str(v.get('sha256'))[:16]}"
+                  for k, v in artifacts.items()]
+    for key, value in extra.items():
+        lines += _block(key, value) if isinstance(value, Mapping) else [f"{key}:", f"  {format_value(value)}"]
+    return "\n".join(lines)
+
+
+def _describe_code(code: object) -> list[str]:
+    from .output import format_value
+
+    lines: list[str] = []
+    if isinstance(code, Mapping):
+        if code.get("commit"):
+            state = "dirty" if code.get("dirty") else "clean"
+            lines += ["code:", f"  commit  {code.get('commit')} ({state})",
+                      f"  branch  {format_value(code.get('branch'))}", f"  remote  {format_value(code.get('remote'))}"]
+            if code.get("untracked"):
+                lines.append(f"  untracked  {', '.join(map(str, code['untracked'][:10]))}")
+        else:
+            lines += ["code:", f"  unknown ({code.get('error')})"]
+    return lines
+
+
+def _describe_data(data: object) -> list[str]:
+
+    lines: list[str] = []
+    if isinstance(data, Mapping):
+        lines.append(f"data (tree {str(data.get('tree', '-'))[:16]}):")
+        for path, entry in (data.get("paths") or {}).items():
+            if not isinstance(entry, Mapping) or "error" in entry:
+                lines.append(f"  {path}  {entry.get('error') if isinstance(entry, Mapping) else entry}")
+                continue
+            what = f"{entry.get('files')} files" if entry.get("type") == "dir" else "file"
+            dvc = f", dvc md5 {entry['dvc'].get('md5')}" if isinstance(entry.get("dvc"), Mapping) else ""
+            lines.append(f"  {path}  sha256 {str(entry.get('sha256') or entry.get('tree'))[:16]}"
+                         f" ({what}, {entry.get('size')} bytes{dvc})")
+    return lines
+
+
+def _describe_system(system: object) -> list[str]:
+
+    lines: list[str] = []
+    if isinstance(system, Mapping):
+        raw_gpu = system.get("gpu")
+        gpu: Mapping[str, Any] = raw_gpu if isinstance(raw_gpu, Mapping) else {}
+        lines += ["system:",
+                  f"  os      {system.get('os')} {system.get('os_release')} ({system.get('machine')})",
+                  f"  python  {system.get('python_version')} {system.get('python_executable')}",
+                  f"  cpu     {system.get('cpu_model')} x{system.get('cpu_count')}",
+                  f"  memory  {system.get('memory_total_bytes')} bytes",
+                  f"  gpu     {gpu.get('name') or gpu.get('error') or '-'}",
+                  f"  host    {system.get('hostname')}"]
+    return lines
+
+
+def _block(title: str, section: Mapping[str, Any]) -> list[str]:
+    from .output import format_value
+
+    lines = [f"{title}:"]
+    if not section:
+        return [*lines, "  (none)"]
+    width = max(len(k) for k in section)
+    return lines + [f"  {key.ljust(width)}  {format_value(value)}" for key, value in section.items()]
+
+
+def format_checks(checks: Sequence[Check]) -> list[str]:
+    marks = {"match": "ok  ", "mismatch": "DIFF", "unknown": "??  "}
+    width = max((len(c.item) for c in checks), default=0)
+    return [f"  [{marks.get(c.verdict, c.verdict)}] {c.item.ljust(width)}  {c.detail}" for c in checks]

@@ -1,0 +1,346 @@
+"""The live run: ``with tracker.start_run(...) as run`` collects what made a result, then appends once.
+
+While the run is alive, its step metrics go to ``<store>/history/<run_id>.jsonl`` (one line per
+``log_metric``, written through to the OS at once, so a crash keeps them) and a marker in
+``<store>/active/`` names its pid.  When the block ends the run becomes one line in
+``runs.jsonl`` -- principle 2: a run killed half-way leaves no half record in the log -- with
+``status`` ``finished``, ``failed`` (exception type and message) or ``killed``
+(``KeyboardInterrupt``/``SIGTERM``).  A run whose process died without a word (SIGKILL, power
+loss) is found by :meth:`ExperimentTracker.recover` through its marker and logged as ``killed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from . import codec
+from ._fs import fs
+from .artifacts import BlobRef
+from .errors import InvalidRecordError, StorageError
+from .record import Run, new_run_id, normalize_metrics, normalize_tags, normalize_value, utc_timestamp
+
+if TYPE_CHECKING:
+    from .tracker import ExperimentTracker
+
+logger = logging.getLogger(__name__)
+
+CAPTURE_PARTS = ("code", "system", "packages", "invocation", "data")
+
+
+class RunKilledError(KeyboardInterrupt):
+    """Raised inside a run's block when the process receives SIGTERM, so the run ends as killed."""
+
+
+class MetricHistory:
+    """Last / min / max (with their steps) and count of one metric's steps: enough to rank runs
+    by the best value of their history without reading the history file."""
+
+    __slots__ = ("count", "last", "last_step", "max", "max_step", "min", "min_step", "nonfinite")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.nonfinite = 0
+        self.last: float = math.nan
+        self.last_step: int | None = None
+        self.min: float | None = None
+        self.min_step: int | None = None
+        self.max: float | None = None
+        self.max_step: int | None = None
+
+    def add(self, value: float, step: int) -> None:
+        self.count += 1
+        self.last, self.last_step = value, step
+        if not math.isfinite(value):
+            self.nonfinite += 1
+            return
+        if self.min is None or value < self.min:
+            self.min, self.min_step = value, step
+        if self.max is None or value > self.max:
+            self.max, self.max_step = value, step
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "count": self.count,
+            "last_step": self.last_step,
+            "min": self.min,
+            "min_step": self.min_step,
+            "max": self.max,
+            "max_step": self.max_step,
+            "nonfinite": self.nonfinite,
+        }
+
+
+class ActiveRun:
+    """A run in progress; created by :meth:`ExperimentTracker.start_run`, used as a context manager."""
+
+    def __init__(
+        self,
+        tracker: ExperimentTracker,
+        *,
+        params: Mapping[str, object] | None,
+        tags: Sequence[str] | Mapping[str, object] | None,
+        data: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] | None,
+        seed: object,
+        capture: bool | Sequence[str],
+        name: str | None,
+    ) -> None:
+        self.tracker = tracker
+        self.run_id = new_run_id()
+        self.timestamp = utc_timestamp()
+        self.params: dict[str, Any] = normalize_value(dict(params or {}), "params")
+        self.tags: list[str] = list(normalize_tags(tags))
+        if name:
+            self.tags.append(f"name={name}")
+        self.metrics: dict[str, float] = {}
+        self.history: dict[str, MetricHistory] = {}
+        self.artifacts: dict[str, dict[str, object]] = {}
+        self.record: Run | None = None
+        self._data = [data] if isinstance(data, (str, os.PathLike)) else list(data or [])
+        self._seed = normalize_value(seed, "seed") if seed is not None else None
+        parts = CAPTURE_PARTS if capture is True else () if capture is False else tuple(capture)
+        unknown = set(parts) - set(CAPTURE_PARTS)
+        if unknown:
+            raise InvalidRecordError(f"unknown capture part(s) {sorted(unknown)}; choose from {CAPTURE_PARTS}")
+        self._parts = frozenset(parts)
+        self._extra: dict[str, Any] = {}
+        self._started = time.monotonic()
+        self._history_fd = -1
+        self._history_path = tracker.store / "history" / f"{self.run_id}.jsonl"
+        self._marker = tracker.store / "active" / f"{self.run_id}.json"
+        self._previous_sigterm: Any = None
+        self._steps: dict[str, int] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> ActiveRun:
+        self._write_marker()
+        self._capture()
+        self._install_sigterm()
+        logger.info("started run %s", self.run_id, extra=self.tracker._log_extra)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._restore_sigterm()
+        if exc is None:
+            self.finish("finished")
+        elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            self.finish("killed", error=exc)
+        else:
+            self.finish("failed", error=exc)
+
+    def finish(self, status: str = "finished", *, error: BaseException | None = None) -> Run:
+        """Append the run's single line (idempotent: a second call returns the same record)."""
+        if self.record is not None:
+            return self.record
+        extra = dict(self._extra)
+        extra["duration_s"] = round(time.monotonic() - self._started, 6)
+        if self.history:
+            extra["history"] = {name: h.to_dict() for name, h in self.history.items()}
+        if self.artifacts:
+            extra["artifacts"] = dict(self.artifacts)
+        if error is not None:
+            extra["error"] = {"type": type(error).__qualname__, "message": str(error)[:2000]}
+        self._close_history()
+        required = self.tracker.required_metrics if status == "finished" else ()
+        try:
+            record = self.tracker._append_run(
+                run_id=self.run_id, timestamp=self.timestamp, params=self.params, metrics=self.metrics,
+                tags=self.tags, status=status, extra=extra, required_metrics=required,
+            )
+        except InvalidRecordError:
+            self._drop_marker()  # refused on purpose: not a run for recover() to resurrect
+            raise
+        self.record = record
+        self._drop_marker()
+        return record
+
+    def _drop_marker(self) -> None:
+        with contextlib.suppress(OSError):
+            fs().unlink(str(self._marker))
+
+    # -- what the user logs --------------------------------------------------------------------
+
+    def log_param(self, name: str, value: object) -> None:
+        """Add or change one parameter (validated now, so a bad value fails at the call site)."""
+        self.params.update(normalize_value({name: value}, "params"))
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        self.params.update(normalize_value(dict(params), "params"))
+
+    def set_tag(self, tag: str) -> None:
+        for item in normalize_tags(tag):
+            if item not in self.tags:
+                self.tags.append(item)
+
+    def log_metric(self, name: str, value: float, step: int | None = None) -> None:
+        """Record a metric value; with ``step`` it is one point of the metric's history.
+
+        Each call is appended to the run's history file before returning, so the points survive
+        a crash of the process.  The run's line keeps the last value (``metrics``) plus min, max
+        and their steps (``history``).
+        """
+        clean = normalize_metrics({name: value})[name]
+        if step is None:
+            step = self._steps.get(name, -1) + 1
+        elif type(step) is not int or step < 0:
+            raise InvalidRecordError(f"step must be a non-negative int, not {step!r}", f"history.{name}")
+        self._steps[name] = step
+        self.metrics[name] = clean
+        self.history.setdefault(name, MetricHistory()).add(clean, step)
+        self._append_history({"name": name, "step": step, "value": clean, "time": time.time()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        for name, value in metrics.items():
+            self.log_metric(name, value, step)
+
+    def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> BlobRef:
+        """Store a file (a trained model, a plot) content-addressed in the store and list it on the run."""
+        source = Path(path)
+        label = name or source.name
+        if not label or "\n" in label:
+            raise InvalidRecordError(f"artifact name must be a non-empty single line, not {label!r}")
+        ref = self.tracker.artifact_store.put_file(source)
+        self.artifacts[label] = {"sha256": ref.sha256, "size": ref.size}
+        logger.info("run %s stored artifact %s (%d bytes, sha256 %s)", self.run_id, label, ref.size,
+                    ref.sha256[:12], extra=self.tracker._log_extra)
+        return ref
+
+    def log_artifact_bytes(self, data: bytes, name: str) -> BlobRef:
+        ref = self.tracker.artifact_store.put_bytes(data)
+        self.artifacts[name] = {"sha256": ref.sha256, "size": ref.size}
+        return ref
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _capture(self) -> None:
+        """Record code, data, system and invocation; each part fails softly into an ``error``."""
+        from . import capture
+
+        parts = self._parts
+        if "invocation" in parts:
+            self._extra["invocation"] = _softly(lambda: capture.capture_invocation(self._seed))
+        elif self._seed is not None:
+            self._extra["invocation"] = {"seed": self._seed}
+        if "code" in parts:
+            self._extra["code"] = _softly(self._capture_code)
+        if "system" in parts:
+            self._extra["system"] = _softly(self._capture_system)
+        if self._data and "data" in parts:
+            self._extra["data"] = _softly(lambda: capture.fingerprint_data(
+                self._data, cache=capture.FingerprintCache(self.tracker.store / ".cache" / "fingerprints.json")))
+
+    def _capture_code(self) -> dict[str, object]:
+        from .capture import capture_code
+
+        state = capture_code()
+        info = dict(state.info)
+        if state.patch:
+            self.log_artifact_bytes(state.patch, "code.patch")
+        return info
+
+    def _capture_system(self) -> dict[str, object]:
+        from .capture import capture_system
+
+        system = capture_system(packages="packages" in self._parts)
+        info = dict(system.info)
+        if system.packages:
+            # One blob per distinct environment, named by the same sha256 as packages_sha256.
+            self.tracker._store_packages(system.packages)
+        return info
+
+    def _append_history(self, point: dict[str, object]) -> None:
+        line = codec.dumps(point) + b"\n"
+        try:
+            if self._history_fd < 0:
+                os.makedirs(self._history_path.parent, exist_ok=True)
+                self._history_fd = fs().open(
+                    str(self._history_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+                )
+            from .journal import io_write_all
+
+            io_write_all(self._history_fd, line)
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, "append to the metric history", self._history_path) from exc
+
+    def _close_history(self) -> None:
+        if self._history_fd >= 0:
+            with contextlib.suppress(OSError):
+                if self.tracker.durable:
+                    fs().fsync(self._history_fd)
+                fs().close(self._history_fd)
+            self._history_fd = -1
+
+    def _write_marker(self) -> None:
+        marker = {
+            "run_id": self.run_id, "timestamp": self.timestamp, "pid": os.getpid(),
+            "host": socket.gethostname(), "params": self.params, "tags": self.tags,
+        }
+        try:
+            os.makedirs(self._marker.parent, exist_ok=True)
+            fd = fs().open(str(self._marker), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                from .journal import io_write_all
+
+                io_write_all(fd, codec.dumps(marker))
+            finally:
+                fs().close(fd)
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, "start a run in", self._marker.parent) from exc
+
+    def _install_sigterm(self) -> None:
+        # Only from the main thread, and only over the default action: a handler the program
+        # installed itself is its business.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            raise RunKilledError(f"received signal {signum} (SIGTERM)")
+
+        self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _restore_sigterm(self) -> None:
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+
+def _softly(func: Any) -> dict[str, object]:
+    try:
+        result: dict[str, object] = func()
+    except Exception as exc:  # capture must never cost the run
+        logger.warning("capture failed: %s: %s", type(exc).__name__, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return result
+
+
+def read_history(path: Path) -> Iterator[dict[str, Any]]:
+    """Points of one run's history file; a torn last line (crash mid-write) is skipped."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    for line in data.split(b"\n"):
+        if line:
+            try:
+                point = codec.loads(line)
+            except ValueError:
+                continue
+            if isinstance(point.get("value"), str):
+                point["value"] = float(point["value"])
+            yield point
+

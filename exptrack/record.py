@@ -187,7 +187,7 @@ def _normalize_rare(value: object, path: str, allow_nonfinite: bool) -> JSONValu
         if not value.is_finite():
             raise InvalidRecordError(f"{path}: Decimal {value} is not finite", path)
         return str(value)
-    converted = _from_numpy(value)
+    converted = _from_numpy(value, path)
     if converted is not _NOT_NUMPY:
         return normalize_value(converted, path, allow_nonfinite=allow_nonfinite)
     if isinstance(value, (set, frozenset)):
@@ -205,7 +205,7 @@ def _normalize_rare(value: object, path: str, allow_nonfinite: bool) -> JSONValu
 _NOT_NUMPY = object()
 
 
-def _from_numpy(value: object) -> object:
+def _from_numpy(value: object, path: str) -> object:
     """``value`` as Python objects if it is a numpy scalar or array, without importing numpy."""
     module = type(value).__module__
     if module != "numpy" and not module.startswith("numpy."):
@@ -213,7 +213,7 @@ def _from_numpy(value: object) -> object:
     if hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "OVSUMm":
         kind = value.dtype.kind
         if kind not in "SU":  # str/bytes arrays are handled by the element rules
-            raise InvalidRecordError(f"numpy dtype {value.dtype} has no faithful JSON form")
+            raise InvalidRecordError(f"{path}: numpy dtype {value.dtype} has no faithful JSON form", path)
     for method in ("tolist", "item"):
         convert = getattr(value, method, None)
         if callable(convert):
@@ -237,7 +237,9 @@ def normalize_metrics(metrics: Mapping[str, object] | None) -> dict[str, float]:
     if metrics is None:
         return {}
     if not isinstance(metrics, Mapping):
-        raise InvalidRecordError(f"metrics must be a mapping of name to number, not {type(metrics).__name__}")
+        raise InvalidRecordError(
+            f"metrics must be a mapping of name to number, not {type(metrics).__name__}", "metrics"
+        )
     out: dict[str, float] = {}
     for name, value in metrics.items():
         if type(name) is not str or not name:
@@ -247,7 +249,9 @@ def normalize_metrics(metrics: Mapping[str, object] | None) -> dict[str, float]:
             _check_text(name, path)
         if type(value) is float or type(value) is int:
             number = value
-        elif isinstance(value, bool) or (not isinstance(value, (int, float)) and _from_numpy(value) is _NOT_NUMPY):
+        elif isinstance(value, bool) or (
+            not isinstance(value, (int, float)) and _from_numpy(value, path) is _NOT_NUMPY
+        ):
             raise InvalidRecordError(f"{path}: {value!r} is not a number", path)
         else:
             number = normalize_value(value, path, allow_nonfinite=True)

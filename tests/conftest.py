@@ -1,0 +1,41 @@
+"""Fixtures shared by the whole suite: a store directory and a raw view of its run log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from exptrack.logs import detach_store_log
+
+RUNS_FILE = "runs.jsonl"
+
+
+def split_raw_lines(data: bytes) -> list[bytes]:
+    """``data`` cut after every ``\\n`` (kept); an unterminated tail is the last item."""
+    lines = [line + b"\n" for line in data.split(b"\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Path]:
+    """A store directory that does not exist yet; its log handler is closed afterwards."""
+    path = tmp_path / "store"
+    try:
+        yield path
+    finally:
+        # each tracker attaches a log.txt handler per store and process; do not accumulate them
+        detach_store_log(str(path))
+
+
+@pytest.fixture
+def raw_lines() -> Callable[[Path], list[bytes]]:
+    """Read a store's ``runs.jsonl`` (or any file) as raw lines, each keeping its ``\\n``."""
+
+    def read(path: Path) -> list[bytes]:
+        target = path / RUNS_FILE if path.is_dir() else path
+        return split_raw_lines(target.read_bytes()) if target.exists() else []
+
+    return read

@@ -44,7 +44,7 @@ class LogScan:
     Attributes (complete once iteration ends):
         end_offset: byte just after the last complete line read (the next watermark).
         lines: number of the last complete line read (1-based numbering continues from
-            ``first_line``).
+            ``first_line``); during iteration, the number of the line just yielded.
         pending: bytes after the last newline that were not read as a line.
         unchecked: valid runs that carried no checksum.
     """
@@ -98,6 +98,7 @@ class LogScan:
                 if nl < 0:
                     break
                 line_no += 1
+                self.lines = line_no  # current while iterating: callers number what they are handed
                 if skipping:
                     skipping = False
                     yield CorruptLine(line_no, skip_from, base + nl - skip_from, _too_long())

@@ -24,6 +24,10 @@ Mode = Literal["max", "min"]
 _MAX_WORDS = frozenset({"accuracy", "acc", "f1", "auc", "roc", "auroc", "precision", "recall", "r2",
                         "map", "ndcg", "iou", "dice", "bleu", "rouge"})
 _MIN_WORDS = frozenset({"loss", "error", "err", "rmse", "mse", "mae", "mape", "perplexity", "wer", "cer"})
+# Qualifiers that make a name a statistic *about* a metric, not the metric: `accuracy_std`,
+# `loss_time` have no obvious better direction.
+_NEUTRAL_WORDS = frozenset({"std", "sd", "stddev", "var", "variance", "sem", "time", "seconds", "secs", "sec",
+                            "duration", "count", "n", "size", "step", "steps", "epoch", "lr"})
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -32,7 +36,7 @@ def infer_mode(metric: str) -> Mode | None:
     words = set(_WORD.findall(metric.lower()))
     words |= {w.rstrip("0123456789") for w in words}  # f1 stays f1 (matched first), top5 → top
     is_max, is_min = bool(words & _MAX_WORDS), bool(words & _MIN_WORDS)
-    if is_max == is_min:
+    if is_max == is_min or words & _NEUTRAL_WORDS:
         return None
     return "max" if is_max else "min"
 

@@ -120,6 +120,7 @@ class ActiveRun:
         self._marker = tracker.store / "active" / f"{self.run_id}.json"
         self._previous_sigterm: Any = None
         self._steps: dict[str, int] = {}
+        self._stepped: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -147,8 +148,10 @@ class ActiveRun:
             return self.record
         extra = dict(self._extra)
         extra["duration_s"] = round(time.monotonic() - self._started, 6)
-        if self.history:
-            extra["history"] = {name: h.to_dict() for name, h in self.history.items()}
+        # A metric logged once without a step is a final value, not a history.
+        history = {name: h.to_dict() for name, h in self.history.items() if h.count > 1 or name in self._stepped}
+        if history:
+            extra["history"] = history
         if self.artifacts:
             extra["artifacts"] = dict(self.artifacts)
         if error is not None:
@@ -197,6 +200,8 @@ class ActiveRun:
             step = self._steps.get(name, -1) + 1
         elif type(step) is not int or step < 0:
             raise InvalidRecordError(f"step must be a non-negative int, not {step!r}", f"history.{name}")
+        else:
+            self._stepped.add(name)
         self._steps[name] = step
         self.metrics[name] = clean
         self.history.setdefault(name, MetricHistory()).add(clean, step)

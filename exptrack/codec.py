@@ -35,6 +35,7 @@ _NONFINITE_OUT = {math.inf: "Infinity", -math.inf: "-Infinity"}
 _NONFINITE_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _CRC_HEAD = b',"crc":"'
 _CRC_SUFFIX_LEN = len(_CRC_HEAD) + 8 + 2  # ,"crc":"xxxxxxxx"}
+_HEX_DIGITS = b"0123456789abcdef"
 _REQUIRED = ("run_id", "params", "metrics")
 
 
@@ -82,13 +83,17 @@ def checksum_state(line: bytes | memoryview) -> bool | None:
     """``True``/``False`` when the line carries a checksum that does / does not match; ``None``
     when it carries none.  ``line`` excludes the trailing newline."""
     n = len(line)
-    if n <= _CRC_SUFFIX_LEN or line[n - _CRC_SUFFIX_LEN : n - 10] != _CRC_HEAD or line[n - 2 : n] != b'"}':
+    if n <= _CRC_SUFFIX_LEN or line[n - 2 : n] != b'"}':
         return None
-    try:
-        stored = int(bytes(line[n - 10 : n - 2]), 16)
-    except ValueError:
+    head = line[n - _CRC_SUFFIX_LEN : n - 10]
+    if head != _CRC_HEAD:
+        # One byte off ``,"crc":"`` is a damaged checksum, not a line without one: a bit flip in
+        # the key name still parses, and would otherwise pass as an unchecked record.
+        return False if sum(a != b for a, b in zip(bytes(head), _CRC_HEAD)) == 1 else None
+    digits = bytes(line[n - 10 : n - 2])
+    if digits.strip(_HEX_DIGITS):  # exactly what encode writes: int() would also take "A", " ", "_"
         return False
-    return zlib.crc32(b"}", zlib.crc32(line[: n - _CRC_SUFFIX_LEN])) == stored
+    return zlib.crc32(b"}", zlib.crc32(line[: n - _CRC_SUFFIX_LEN])) == int(digits, 16)
 
 
 def decode(line: bytes | memoryview, offset: int = -1) -> tuple[Run, bool]:
@@ -107,6 +112,9 @@ def decode(line: bytes | memoryview, offset: int = -1) -> tuple[Run, bool]:
         if "utf-8" in reason.lower() or "surrogate" in reason.lower():
             raise LineError("invalid UTF-8") from None
         raise LineError(f"invalid JSON: {reason.split(':', 1)[0]}") from None
+    if checked is None and type(obj) is dict and "crc" in obj:
+        # encode always writes the checksum last, in a fixed form: one elsewhere was altered
+        raise LineError("checksum damaged (the crc member is not in the form exptrack writes)")
     return from_object(obj, offset), checked is True
 
 

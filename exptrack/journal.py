@@ -247,7 +247,7 @@ class Journal:
 
 
 def _read_mark(fd: int, at: int, key: int) -> int:
-    raw = os.pread(fd, 16, at)
+    raw = fs().pread(fd, 16, at)
     if len(raw) != 16:
         return 0
     value, check = int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
@@ -259,7 +259,7 @@ def _raise_mark(fd: int, at: int, value: int, key: int) -> None:
     # never lets a run be acknowledged before a completed fsync covered it.  ``key`` mixes the
     # log's inode into the check word, so marks left by a replaced log read as absent.
     if _read_mark(fd, at, key) < value:
-        os.pwrite(fd, value.to_bytes(8, "little") + (value ^ key).to_bytes(8, "little"), at)
+        fs().pwrite(fd, value.to_bytes(8, "little") + (value ^ key).to_bytes(8, "little"), at)
 
 
 def io_write_all(fd: int, data: bytes) -> None:

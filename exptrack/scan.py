@@ -8,6 +8,18 @@ caller that knows no writer is active (it holds the lock, or ``exptrack check``)
 Lines are cut from large chunks and parsed from ``memoryview`` slices, so the cost per line is
 one ``find`` and one ``orjson.loads``; a line longer than the record cap is skipped in pieces
 without ever being held whole in memory.
+
+Policies for bytes that editors and crashes leave behind (each has a test in
+``tests/test_reader_paths.py``):
+
+* CRLF line ends are accepted: the ``\\r`` is dropped before parsing (the checksum covers the
+  record, not its line end).
+* A UTF-8 byte-order mark (``EF BB BF``) is tolerated only at byte 0 of the file, where an editor
+  puts it when it saves the log; the record after it is read as usual.  Anywhere else it is part
+  of a corrupt line.
+* A line holding NUL bytes is corrupt and says so: file systems zero-fill blocks whose data had
+  not reached the disk at a crash.
+* Empty lines are reported as ``blank line``; nothing is ever skipped silently.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ from .codec import MAX_RECORD_BYTES, LineError, decode
 from .record import Run
 
 CHUNK_BYTES = 1 << 20
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +115,8 @@ class LogScan:
                 if skipping:
                     skipping = False
                     yield CorruptLine(line_no, skip_from, base + nl - skip_from, _too_long())
+                elif nl - cut >= MAX_RECORD_BYTES:  # no writer makes it: the cap counts the newline
+                    yield CorruptLine(line_no, base + cut, nl - cut, _too_long())
                 else:
                     item = _parse(view[cut:nl], base + cut, line_no)
                     if type(item) is tuple:
@@ -113,9 +128,10 @@ class LogScan:
                         yield item  # type: ignore[misc]
                 cut = nl + 1
             self.lines = line_no
-            self.end_offset = base + cut
+            if not skipping:  # still inside an over-long line: the watermark stays at its start
+                self.end_offset = base + cut
             rest = len(buf) - cut
-            if skipping or rest > MAX_RECORD_BYTES:
+            if skipping or rest >= MAX_RECORD_BYTES:
                 if not skipping:
                     skipping, skip_from = True, base + cut
                 carry = b""
@@ -128,8 +144,34 @@ class LogScan:
             yield CorruptLine(line_no + 1, tail_start, self.pending, "torn tail (unterminated last line)")
 
 
+def line_length(path: str, offset: int) -> int:
+    """Bytes from ``offset`` to the next ``\\n`` (for reports on rare lines, e.g. duplicates);
+    ``-1`` if the file cannot be read there.  Reads at most the record cap."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        pos = offset
+        while pos - offset <= MAX_RECORD_BYTES:
+            chunk = os.pread(fd, 1 << 16, pos)
+            if not chunk:
+                break
+            nl = chunk.find(b"\n")
+            if nl >= 0:
+                return pos + nl - offset
+            pos += len(chunk)
+        return -1
+    except OSError:
+        return -1
+    finally:
+        os.close(fd)
+
+
 def _too_long() -> str:
-    return f"line longer than the {MAX_RECORD_BYTES >> 20} MiB record cap"
+    cap = MAX_RECORD_BYTES
+    size = f"{cap >> 20} MiB" if cap >= 1 << 20 else f"{cap} byte"
+    return f"line longer than the {size} record cap"
 
 
 def _parse(line: memoryview, offset: int, line_no: int) -> tuple[Run, bool] | CorruptLine:
@@ -138,9 +180,15 @@ def _parse(line: memoryview, offset: int, line_no: int) -> tuple[Run, bool] | Co
         return CorruptLine(line_no, offset, length, "blank line")
     if line[length - 1] == 13:  # CRLF: an editor converted the file; the record itself is fine
         line = line[: length - 1]
+    if offset == 0 and line[:3] == _BOM:  # an editor's byte-order mark; see the module docstring
+        line = line[3:]
     try:
         return decode(line, offset)
     except LineError as exc:
-        if not line.tobytes().strip():
+        raw = line.tobytes()
+        if not raw.strip():
             return CorruptLine(line_no, offset, length, "blank line")
+        if b"\0" in raw:  # JSON never holds a raw NUL: a zero-filled block from a crash or power loss
+            nuls = "only NUL bytes" if not raw.strip(b"\0") else "NUL bytes"
+            return CorruptLine(line_no, offset, length, f"{nuls} (zero-filled block left by a crash)")
         return CorruptLine(line_no, offset, length, str(exc))

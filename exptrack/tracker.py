@@ -21,7 +21,7 @@ from .logs import attach_store_log
 from .query import resolve_mode, summarize, summary_dict, top_runs
 from .record import Run, build_run
 from .run import ActiveRun, MetricHistory, read_history
-from .scan import CorruptLine, LogScan
+from .scan import CorruptLine, LogScan, line_length
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class ExperimentTracker:
         self._artifacts: ArtifactStore | None = None
         self._reported: set[int] = set()
         self.last_corrupt: list[CorruptLine] = []
+        self.last_unchecked = 0  # valid runs without a checksum seen by the last complete scan
 
     @property
     def durable(self) -> bool:
@@ -168,10 +169,14 @@ class ExperimentTracker:
                     yield item
                     continue
                 yield CorruptLine(
-                    scan.lines, item.offset, -1, f"duplicate run_id {item.run_id} (first at line {first})"
+                    scan.lines,
+                    item.offset,
+                    line_length(scan.path, item.offset),
+                    f"duplicate run_id {item.run_id} (first at line {first})",
                 )
                 continue
             yield item
+        self.last_unchecked = scan.unchecked
         if scan.pending and (final if final is not None else self._tail_is_stable(scan)):
             yield CorruptLine(scan.lines + 1, scan.end_offset, scan.pending, "torn tail (unterminated last line)")
 
@@ -231,7 +236,9 @@ class ExperimentTracker:
     def summary(self, *, where: Where = None) -> dict[str, Any]:
         """Total runs, corrupt lines, runs per status and per-metric count/min/max/mean/std/best."""
         summary, best = summarize(self.runs(where=where))
-        return summary_dict(summary, best, len(self.last_corrupt))
+        result = summary_dict(summary, best, len(self.last_corrupt))
+        result["unchecked_runs"] = self.last_unchecked
+        return result
 
     def corrupt_lines(self) -> list[CorruptLine]:
         """Every line of the log that is not a valid run, with line number, offset and reason."""

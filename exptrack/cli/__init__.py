@@ -1,6 +1,7 @@
 """The ``exptrack`` command line (click): the only package that imports click."""
 
 from . import (
+    check,  # noqa: F401
     core,  # noqa: F401 - registers the commands on the group
     repro,  # noqa: F401
 )

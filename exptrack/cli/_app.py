@@ -26,7 +26,22 @@ from ..tracker import RUNS_FILE, ExperimentTracker
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _set_strict(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta["exptrack.strict"] = True  # meta is shared by the group's and command's contexts
+
+
 class _Group(click.Group):
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        # ``--strict`` works before or after the command name: `exptrack --strict best acc` and
+        # `exptrack best acc --strict` mean the same.
+        if not any(param.name == "strict" for param in cmd.params):
+            cmd.params.append(click.Option(
+                ["--strict"], is_flag=True, expose_value=False, callback=_set_strict,
+                help="Fail (exit 1) on a corrupt log line instead of skipping it.",
+            ))
+        super().add_command(cmd, name)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -45,17 +60,25 @@ class _Group(click.Group):
     show_default=True,
     help="Store directory (also EXPTRACK_STORE).",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    envvar="EXPTRACK_STRICT",
+    help="Fail (exit 1) on the first corrupt log line instead of skipping it (also EXPTRACK_STRICT=1).",
+)
 @click.version_option(package_name="exptrack")
 @click.pass_context
-def cli(ctx: click.Context, store: Path) -> None:
+def cli(ctx: click.Context, store: Path, strict: bool) -> None:
     """exptrack: record experiment runs in a local JSONL store, find the best, get it back."""
     ctx.obj = store
+    ctx.meta["exptrack.strict"] = strict
 
 
 def _open(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> ExperimentTracker:
     store: Path = ctx.find_root().obj
     if not create and not (store / RUNS_FILE).exists():
         raise click.ClickException(f"no exptrack store at {store} (no {RUNS_FILE}); log a run first or pass --store")
+    kwargs.setdefault("strict", ctx.meta.get("exptrack.strict", False))
     return ExperimentTracker(store, **kwargs)
 
 

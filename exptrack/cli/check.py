@@ -1,0 +1,51 @@
+"""``exptrack check``: verify the whole store and list every problem; exit 1 if there is any."""
+
+from __future__ import annotations
+
+import click
+
+from ..fsck import CheckReport, check_store
+from ._app import _echo_json, _open, cli
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@click.option("--no-artifacts", is_flag=True, help="Skip re-hashing the artifact blobs.")
+@click.pass_context
+def check(ctx: click.Context, as_json: bool, no_artifacts: bool) -> None:
+    """Verify every log line, checksum and artifact; exit 1 when anything is wrong.
+
+    Each problem is printed with its line number, byte offset, length and reason.  An
+    unterminated last line counts as a torn tail here, even while a writer may be mid-append.
+    """
+    tracker = _open(ctx)  # refuses a directory that holds no store
+    tracker.close()
+    report = check_store(tracker.store, artifacts=not no_artifacts)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        click.echo(_describe(report))
+    if not report.ok:
+        ctx.exit(1)
+
+
+def _describe(report: CheckReport) -> str:
+    log_problems = [p for p in report.problems if p.kind == "log"]
+    blob_problems = [p for p in report.problems if p.kind == "artifact"]
+    index_problems = [p for p in report.problems if p.kind == "index"]
+    unchecked = f", {report.unchecked} without checksum" if report.unchecked else ""
+    lines = [
+        f"store: {report.store}",
+        f"log: {report.log_bytes} bytes, {report.lines} lines, {report.runs} runs{unchecked}, "
+        f"{len(log_problems)} problem(s)",
+    ]
+    lines.extend(
+        f"  line {p.line} (byte {p.offset}, {p.length} bytes): {p.reason}" for p in log_problems
+    )
+    lines.append(f"artifacts: {report.artifacts} file(s), {len(blob_problems)} problem(s)")
+    lines.extend(f"  {p.path}: {p.reason}" for p in blob_problems)
+    lines.append(f"index: {report.index}")
+    lines.extend(f"  {p.path}: {p.reason}" for p in index_problems)
+    total = len(report.problems)
+    lines.append("ok: no problems found" if report.ok else f"{total} problem(s) found")
+    return "\n".join(lines)

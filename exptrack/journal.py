@@ -152,6 +152,8 @@ class Journal:
                 if now >= deadline:
                     raise LockTimeoutError(self.lock_path, self.lock_timeout, self._read_holder(fd))
                 delay = min(delay * 2, _POLL_MAX, max(deadline - now, 1e-6))
+        except LockTimeoutError:
+            raise  # a TimeoutError is an OSError: it must not be rewrapped as a storage failure
         except OSError as exc:
             raise StorageError(exc.errno or 0, "lock", self.lock_path) from exc
 

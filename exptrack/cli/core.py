@@ -23,9 +23,12 @@ def _parse_assignment(text: str, what: str) -> tuple[str, str]:
 
 def _json_or_string(value: str) -> object:
     try:
-        return codec.loads(value)
+        parsed = codec.loads(value)
     except ValueError:
         return value
+    if type(parsed) is float and value.strip().lstrip("-").isdigit():
+        return value  # an integer beyond 64 bits, which the parser would round to a float
+    return parsed
 
 
 @cli.command()

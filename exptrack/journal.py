@@ -103,13 +103,23 @@ class Journal:
         try:
             self._lock_fd = io.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            io.close(self._fd)
-            self._fd = -1
+            self._forget_descriptors()
             raise StorageError(exc.errno or 0, "open the lock file", self.lock_path) from exc
-        self._pid = pid
-        identity = io.fstat(self._fd)
+        try:
+            identity = io.fstat(self._fd)
+        except OSError as exc:
+            self._forget_descriptors()
+            raise StorageError(exc.errno or 0, "open the run log", self.path) from exc
+        self._pid = pid  # only now: a half-opened journal must retry the whole open next time
         self._mark_key = (_CHECK ^ identity.st_ino ^ (identity.st_dev << 40)) & 0xFFFF_FFFF_FFFF_FFFF
         self._holder = f"pid {pid} on {socket.gethostname()}".encode().ljust(_HOLDER_BYTES)[:_HOLDER_BYTES]
+
+    def _forget_descriptors(self) -> None:
+        for fd in (self._fd, self._lock_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):  # the error that brought us here matters more
+                    fs().close(fd)
+        self._fd = self._lock_fd = -1
 
     def close(self) -> None:
         """Close the descriptors; the next append reopens them."""

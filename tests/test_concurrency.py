@@ -14,7 +14,7 @@ import time
 import traceback
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -421,3 +421,72 @@ def test_writer_killed_at_any_moment_keeps_every_acknowledged_run(store: Path) -
     after = tracker.log_run(metrics={"accuracy": 0.9})
     assert list(tracker.runs())[-1] == after
     assert len(tracker.last_corrupt) <= 1
+
+
+# -- the append itself --------------------------------------------------------------------------
+
+
+class _Recording(FileSystem):
+    """The real file system, remembering the calls that matter for the append protocol."""
+
+    def __init__(self) -> None:
+        self.opened: dict[str, int] = {}
+        self.writes: list[bytes] = []
+        self.fsyncs = 0
+
+    def open(self, path: str, flags: int, mode: int = 0o666) -> int:
+        self.opened[os.path.basename(path)] = flags
+        return super().open(path, flags, mode)
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        self.writes.append(bytes(data))
+        return super().write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        self.fsyncs += 1
+        super().fsync(fd)
+
+
+@pytest.fixture
+def recording() -> Iterator[_Recording]:
+    spy = _Recording()
+    previous = install(spy)
+    try:
+        yield spy
+    finally:
+        install(previous)
+
+
+@pytest.mark.parametrize("durable", [True, False], ids=["durable", "flush-only"])
+def test_each_append_is_one_write_on_an_append_descriptor(
+    store: Path, recording: _Recording, raw_lines: ReadLines, durable: bool
+) -> None:
+    tracker = ExperimentTracker(store, durable=durable)
+    run = tracker.log_run(params={"model": "rf"}, metrics={"accuracy": 0.5})
+    assert recording.opened["runs.jsonl"] & os.O_APPEND
+    assert recording.writes == [codec.encode(run)]
+    batch = tracker.log_runs([{"metrics": {"accuracy": i / 10}} for i in range(50)])
+    assert recording.writes[1:] == [b"".join(codec.encode(r) for r in batch)]  # one lock, one write
+    assert recording.fsyncs == (2 if durable else 0)
+    assert len(raw_lines(store)) == 51
+
+
+def test_torn_tail_is_fenced_with_a_newline_before_the_record(
+    store: Path, recording: _Recording, raw_lines: ReadLines
+) -> None:
+    tracker = ExperimentTracker(store, durable=False)
+    tracker.log_run(metrics={"accuracy": 0.1})
+    with tracker.runs_path.open("ab") as handle:
+        handle.write(b'{"run_id": "cut sho')
+    run = tracker.log_run(metrics={"accuracy": 0.2})
+    assert recording.writes[1:] == [b"\n", codec.encode(run)]
+    assert raw_lines(store)[1:] == [b'{"run_id": "cut sho\n', codec.encode(run)]
+    log = (store / "log.txt").read_text(encoding="utf-8")
+    assert "repaired torn tail" in log
+
+
+def test_durable_runs_are_logged_with_the_pid(store: Path) -> None:
+    tracker = ExperimentTracker(store)
+    run = tracker.log_run(metrics={"accuracy": 0.5})
+    (line,) = [line for line in (store / "log.txt").read_text(encoding="utf-8").splitlines() if run.run_id in line]
+    assert f"pid={os.getpid()}" in line

@@ -69,7 +69,7 @@ metrics_strategy = st.dictionaries(st.text(min_size=1, max_size=12), metric_valu
 tags_strategy = st.lists(texts, max_size=4, unique=True)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(params=params_strategy, metrics=metrics_strategy, tags=tags_strategy)
 def test_codec_round_trips_params_metrics_and_tags_exactly(
     params: dict[str, object], metrics: dict[str, float], tags: list[str]

@@ -5,8 +5,10 @@ While the run is alive, its step metrics go to ``<store>/history/<run_id>.jsonl`
 ``<store>/active/`` names its pid.  When the block ends the run becomes one line in
 ``runs.jsonl`` -- principle 2: a run killed half-way leaves no half record in the log -- with
 ``status`` ``finished``, ``failed`` (exception type and message) or ``killed``
-(``KeyboardInterrupt``/``SIGTERM``).  A run whose process died without a word (SIGKILL, power
-loss) is found by :meth:`ExperimentTracker.recover` through its marker and logged as ``killed``.
+(``KeyboardInterrupt``/``SIGTERM``).  ``sys.exit(0)`` inside the block is a normal end, any
+other ``SystemExit`` a failure.  A run whose process died without a word (SIGKILL, power loss) is
+found by :meth:`ExperimentTracker.recover` through its marker and logged as ``killed``, with the
+params, tags, capture and artifacts the marker held and the history file's points.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import operator
 import os
 import signal
 import socket
@@ -70,8 +73,10 @@ class MetricHistory:
             self.max, self.max_step = value, step
 
     def to_dict(self) -> dict[str, object]:
+        # A non-finite last value stays in the run's ``metrics``; ``extra`` only holds finite numbers.
         return {
             "count": self.count,
+            "last": self.last if math.isfinite(self.last) else None,
             "last_step": self.last_step,
             "min": self.min,
             "min_step": self.min_step,
@@ -121,13 +126,22 @@ class ActiveRun:
         self._previous_sigterm: Any = None
         self._steps: dict[str, int] = {}
         self._stepped: set[str] = set()
+        self._history_lock = threading.Lock()
+        self._live = False  # capture done: later changes are copied into the marker for recover()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def __enter__(self) -> ActiveRun:
         self._write_marker()
-        self._capture()
+        # Before capture, which can take seconds on new data: a SIGTERM then still ends as killed.
         self._install_sigterm()
+        try:
+            self._capture()
+        except BaseException as exc:  # Ctrl-C or SIGTERM during capture: the block never runs
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._live = True
+        self._update_marker()
         logger.info("started run %s", self.run_id, extra=self.tracker._log_extra)
         return self
 
@@ -135,9 +149,9 @@ class ActiveRun:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._restore_sigterm()
-        if exc is None:
+        if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.finish("finished")
-        elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        elif isinstance(exc, KeyboardInterrupt):
             self.finish("killed", error=exc)
         else:
             self.finish("failed", error=exc)
@@ -179,14 +193,17 @@ class ActiveRun:
     def log_param(self, name: str, value: object) -> None:
         """Add or change one parameter (validated now, so a bad value fails at the call site)."""
         self.params.update(normalize_value({name: value}, "params"))
+        self._update_marker()
 
     def log_params(self, params: Mapping[str, object]) -> None:
         self.params.update(normalize_value(dict(params), "params"))
+        self._update_marker()
 
     def set_tag(self, tag: str) -> None:
         for item in normalize_tags(tag):
             if item not in self.tags:
                 self.tags.append(item)
+        self._update_marker()
 
     def log_metric(self, name: str, value: float, step: int | None = None) -> None:
         """Record a metric value; with ``step`` it is one point of the metric's history.
@@ -198,9 +215,8 @@ class ActiveRun:
         clean = normalize_metrics({name: value})[name]
         if step is None:
             step = self._steps.get(name, -1) + 1
-        elif type(step) is not int or step < 0:
-            raise InvalidRecordError(f"step must be a non-negative int, not {step!r}", f"history.{name}")
         else:
+            step = _step(step, name)
             self._stepped.add(name)
         self._steps[name] = step
         self.metrics[name] = clean
@@ -214,19 +230,23 @@ class ActiveRun:
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> BlobRef:
         """Store a file (a trained model, a plot) content-addressed in the store and list it on the run."""
         source = Path(path)
-        label = name or source.name
-        if not label or "\n" in label:
-            raise InvalidRecordError(f"artifact name must be a non-empty single line, not {label!r}")
+        label = _artifact_name(name or source.name)
         ref = self.tracker.artifact_store.put_file(source)
-        self.artifacts[label] = {"sha256": ref.sha256, "size": ref.size}
-        logger.info("run %s stored artifact %s (%d bytes, sha256 %s)", self.run_id, label, ref.size,
-                    ref.sha256[:12], extra=self.tracker._log_extra)
+        self._list_artifact(label, ref)
         return ref
 
     def log_artifact_bytes(self, data: bytes, name: str) -> BlobRef:
+        """Store ``data`` as an artifact called ``name`` (see :meth:`log_artifact`)."""
+        label = _artifact_name(name)
         ref = self.tracker.artifact_store.put_bytes(data)
-        self.artifacts[name] = {"sha256": ref.sha256, "size": ref.size}
+        self._list_artifact(label, ref)
         return ref
+
+    def _list_artifact(self, label: str, ref: BlobRef) -> None:
+        self.artifacts[label] = {"sha256": ref.sha256, "size": ref.size}
+        logger.info("run %s stored artifact %s (%d bytes, sha256 %s)", self.run_id, label, ref.size,
+                    ref.sha256[:12], extra=self.tracker._log_extra)
+        self._update_marker()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -251,7 +271,7 @@ class ActiveRun:
         from .capture import capture_code
 
         state = capture_code()
-        info = dict(state.info)
+        info = without_store(dict(state.info), self.tracker.store)
         if state.patch:
             self.log_artifact_bytes(state.patch, "code.patch")
         return info
@@ -270,10 +290,12 @@ class ActiveRun:
         line = codec.dumps(point) + b"\n"
         try:
             if self._history_fd < 0:
-                os.makedirs(self._history_path.parent, exist_ok=True)
-                self._history_fd = fs().open(
-                    str(self._history_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
-                )
+                with self._history_lock:  # two threads logging the first point open it once
+                    if self._history_fd < 0:
+                        os.makedirs(self._history_path.parent, exist_ok=True)
+                        self._history_fd = fs().open(
+                            str(self._history_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+                        )
             from .journal import io_write_all
 
             io_write_all(self._history_fd, line)
@@ -289,21 +311,41 @@ class ActiveRun:
             self._history_fd = -1
 
     def _write_marker(self) -> None:
-        marker = {
+        """Write the marker ``recover()`` reads; replaced whole, so it is never seen half-written."""
+        marker: dict[str, object] = {
             "run_id": self.run_id, "timestamp": self.timestamp, "pid": os.getpid(),
             "host": socket.gethostname(), "params": self.params, "tags": self.tags,
         }
+        if self._live:
+            extra = {k: v for k, v in self._extra.items() if k in CAPTURE_PARTS}
+            if self.artifacts:
+                extra["artifacts"] = self.artifacts
+            marker["extra"] = extra
+        # not *.json: recover() must not take a half-written file for a marker
+        tmp = self._marker.with_name(f".{self._marker.name}.{os.getpid()}.tmp")
         try:
             os.makedirs(self._marker.parent, exist_ok=True)
-            fd = fs().open(str(self._marker), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = fs().open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
                 from .journal import io_write_all
 
                 io_write_all(fd, codec.dumps(marker))
             finally:
                 fs().close(fd)
+            fs().replace(str(tmp), str(self._marker))
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                fs().unlink(str(tmp))
             raise StorageError(exc.errno or 0, "start a run in", self._marker.parent) from exc
+
+    def _update_marker(self) -> None:
+        """Copy params, tags, capture and artifacts into the marker; a failure only costs recovery detail."""
+        if not self._live or self.record is not None:
+            return
+        try:
+            self._write_marker()
+        except StorageError as exc:
+            logger.warning("run %s: cannot update its marker: %s", self.run_id, exc)
 
     def _install_sigterm(self) -> None:
         # Only from the main thread, and only over the default action: a handler the program
@@ -322,6 +364,54 @@ class ActiveRun:
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
+
+
+def _step(step: object, name: str) -> int:
+    """A step as an int: numpy integers are accepted, bools and negatives are not."""
+    try:
+        index = operator.index(step)  # type: ignore[arg-type]
+    except TypeError:
+        index = -1
+    if isinstance(step, bool) or index < 0:
+        raise InvalidRecordError(f"step must be a non-negative int, not {step!r}", f"history.{name}")
+    return index
+
+
+def _artifact_name(label: str) -> str:
+    if not isinstance(label, str) or not label or "\n" in label:
+        raise InvalidRecordError(f"artifact name must be a non-empty single line, not {label!r}")
+    return label
+
+
+def without_store(info: dict[str, object], store: Path) -> dict[str, object]:
+    """A code state without the store's own files among the untracked ones.
+
+    A store kept inside the repository (the default ``experiments/`` in the project) would
+    otherwise make every run look dirty -- its marker is written before capture -- and no run
+    could ever be reproduced to a match.
+    """
+    untracked = info.get("untracked")
+    prefix = store_prefix(info, store)
+    if prefix is None or not isinstance(untracked, list) or not untracked:
+        return info
+    kept = [p for p in untracked if not (isinstance(p, str) and (p + "/").startswith(prefix))]
+    if len(kept) == len(untracked):
+        return info
+    return {**info, "untracked": kept, "dirty": bool(info.get("patch_sha256")) or bool(kept)}
+
+
+def store_prefix(info: Mapping[str, object], store: Path) -> str | None:
+    """``"experiments/"``: the store's path inside the code state's repository, or ``None``."""
+    root = info.get("repo_root")
+    if not isinstance(root, str):
+        return None
+    try:
+        rel = os.path.relpath(os.path.realpath(store), os.path.realpath(root))
+    except ValueError:  # another drive on Windows
+        return None
+    if rel in (os.curdir, os.pardir) or rel.startswith(os.pardir + os.sep):
+        return None
+    return rel.replace(os.sep, "/") + "/"
 
 
 def _softly(func: Any) -> dict[str, object]:

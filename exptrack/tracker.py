@@ -288,8 +288,24 @@ class ExperimentTracker:
     def fetch_artifact(
         self, run_id: str, name: str, dest: str | os.PathLike[str], *, overwrite: bool = False
     ) -> Path:
-        """Copy a run's artifact to ``dest`` (a file, or a directory to put ``name`` in), verified."""
-        return self.artifact_store.fetch(self._artifact_ref(run_id, name), dest, overwrite=overwrite, name=name)
+        """Copy a run's artifact to ``dest`` (a file, or a directory to put ``name`` in), verified.
+
+        Missing parent directories of ``dest`` are created.
+
+        Raises:
+            RunNotFoundError: no such run, or the run has no artifact ``name``.
+            ArtifactIntegrityError: the stored bytes no longer match the recorded hash; ``dest``
+                is left untouched.
+            StorageError: ``dest`` exists and ``overwrite`` is false, or it cannot be written.
+        """
+        sha256 = self._artifact_ref(run_id, name)
+        target = Path(dest)
+        if not target.is_dir():
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(exc.errno or 0, "fetch artifact to", target) from exc
+        return self.artifact_store.fetch(sha256, target, overwrite=overwrite, name=name)
 
     def artifacts(self, run_id: str) -> dict[str, dict[str, Any]]:
         """``name -> {"sha256", "size"}`` for a run's artifacts."""
@@ -316,11 +332,14 @@ class ExperimentTracker:
 
         A run leaves a marker in ``<store>/active`` while it lives; a marker whose pid no longer
         exists on this host is claimed (by an atomic rename, so two recovering processes never log
-        it twice) and turned into a record with the params and the metric history it had.
+        it twice) and turned into a record with the params, tags, capture and artifacts the marker
+        held and the metric history it had.  A run whose line is already in the log (its process
+        died between the append and removing the marker) is not logged again.
         """
         recovered: list[Run] = []
         active = self.store / "active"
         host = socket.gethostname()
+        logged: set[str] | None = None  # run ids in the log, read only if a marker is claimed
         for marker in sorted(active.glob("*.json")) if active.is_dir() else ():
             try:
                 info = codec.loads(marker.read_bytes())
@@ -334,20 +353,34 @@ class ExperimentTracker:
             except OSError:
                 continue  # another process claimed it
             run_id = str(info["run_id"])
+            if logged is None:
+                logged = {run.run_id for run in self.runs()}
+            if run_id in logged:
+                claimed.unlink(missing_ok=True)
+                continue
             history: dict[str, MetricHistory] = {}
             metrics: dict[str, float] = {}
             for point in read_history(self.store / "history" / f"{run_id}.jsonl"):
-                name, value = str(point["name"]), float(point["value"])
-                history.setdefault(name, MetricHistory()).add(value, int(point["step"]))
+                try:
+                    name, value, step = str(point["name"]), float(point["value"]), int(point["step"])
+                except (KeyError, TypeError, ValueError):
+                    continue  # a line that parses but is not a point: keep the rest
+                history.setdefault(name, MetricHistory()).add(value, step)
                 metrics[name] = value
-            extra: dict[str, Any] = {"error": {"type": "ProcessDied", "message":
-                                               f"pid {info.get('pid')} ended without finishing the run"}}
+            saved = info.get("extra")
+            extra: dict[str, Any] = dict(saved) if isinstance(saved, Mapping) else {}
+            died = f"pid {info.get('pid')} ended without finishing the run"
+            extra["error"] = {"type": "ProcessDied", "message": died}
             if history:
                 extra["history"] = {name: h.to_dict() for name, h in history.items()}
-            recovered.append(self._append_run(
-                run_id=run_id, timestamp=str(info.get("timestamp") or ""), params=info.get("params") or {},
-                metrics=metrics, tags=info.get("tags") or [], status="killed", extra=extra,
-            ))
+            try:
+                recovered.append(self._append_run(
+                    run_id=run_id, timestamp=str(info.get("timestamp") or ""), params=info.get("params") or {},
+                    metrics=metrics, tags=info.get("tags") or [], status="killed", extra=extra,
+                ))
+            except BaseException:
+                os.replace(claimed, marker)  # not logged: leave it for the next recover()
+                raise
             claimed.unlink(missing_ok=True)
         return recovered
 

@@ -170,6 +170,18 @@ def test_runs_lists_every_run(store: Path, filled: list[str]) -> None:
     assert records[2]["status"] == "failed"
 
 
+def test_runs_table_says_when_it_shows_only_the_latest(store: Path) -> None:
+    tracker = ExperimentTracker(store, durable=False)
+    ids = [run.run_id for run in tracker.log_runs([{"metrics": {"accuracy": i / 100}} for i in range(23)])]
+    table = ok(["runs"], store)
+    assert [run_id for run_id in ids if run_id in table.stdout] == ids[3:]
+    assert "20 of 23" in table.stderr
+    full = ok(["runs", "--limit", "0"], store)
+    assert [run_id for run_id in ids if run_id in full.stdout] == ids
+    assert full.stderr == ""
+    assert [record["run_id"] for record in json.loads(ok(["runs", "--json"], store).stdout)] == ids
+
+
 def test_show_prints_one_run_by_id_or_unique_prefix(store: Path, filled: list[str]) -> None:
     text = ok(["show", filled[1]], store).stdout
     assert filled[1] in text

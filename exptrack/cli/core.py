@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import click
 
@@ -73,12 +73,22 @@ def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | N
 
         ordered = sort_records(tracker.runs(where=where), parse_sort(sort))
         selected: Sequence[Run] = ordered[:limit] if limit else ordered
+        total = len(ordered)
     else:
-        stream = tracker.runs(where=where)
-        selected = list(collections.deque(stream, maxlen=limit) if limit else stream)
+        total = 0
+
+        def counted() -> Iterator[Run]:
+            nonlocal total
+            for run in tracker.runs(where=where):
+                total += 1
+                yield run
+
+        selected = list(collections.deque(counted(), maxlen=limit) if limit else counted())
     _emit_runs(selected, fmt, run_columns(selected))
     if fmt == "table" and not selected:
         click.echo("no runs" + (" match the filter" if where else ""), err=True)
+    elif fmt == "table" and total > len(selected):  # never cut a listing silently
+        click.echo(f"(showing {len(selected)} of {total} runs; --limit 0 shows all)", err=True)
 
 
 @cli.command()

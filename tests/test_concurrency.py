@@ -79,15 +79,20 @@ def _writer(
         tracker = ExperimentTracker(store, durable=durable)
         barrier.wait(timeout=HANG_GUARD)
         ids: list[str] = []
-        for start in range(0, runs, batch):
-            if midway is not None and start == runs // 2:
-                midway.wait(timeout=HANG_GUARD)  # let the readers look at a half-written store
-            if batch == 1:
-                ids.append(tracker.log_run(params={"worker": worker, "i": start}, metrics={"step": start}).run_id)
-            else:
-                items = [{"params": {"worker": worker, "i": i, "batch": start}, "metrics": {"step": i}}
-                         for i in range(start, min(start + batch, runs))]
-                ids.extend(run.run_id for run in tracker.log_runs(items))
+        try:
+            for start in range(0, runs, batch):
+                if midway is not None and start == runs // 2:
+                    midway.wait(timeout=HANG_GUARD)  # let the readers look at a half-written store
+                if batch == 1:
+                    ids.append(tracker.log_run(params={"worker": worker, "i": start}, metrics={"step": start}).run_id)
+                else:
+                    items = [{"params": {"worker": worker, "i": i, "batch": start}, "metrics": {"step": i}}
+                             for i in range(start, min(start + batch, runs))]
+                    ids.extend(run.run_id for run in tracker.log_runs(items))
+        except BaseException:
+            if midway is not None:
+                midway.abort()  # the test has failed: release everyone waiting instead of hanging
+            raise
         tracker.close()
         return ids
 
@@ -156,6 +161,13 @@ def _reader(store: str, writers: int, runs: int, barrier: Barrier, midway: Barri
     def body() -> dict[str, int]:
         tracker = ExperimentTracker(store)
         barrier.wait(timeout=HANG_GUARD)
+        try:
+            return poll(tracker)
+        except BaseException:
+            midway.abort()  # the test has failed: release the writers instead of letting them hang
+            raise
+
+    def poll(tracker: ExperimentTracker) -> dict[str, int]:
         polls = previous = 0
         waited_midway = False
         while True:

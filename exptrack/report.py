@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 # result.  Everything else is summarised as counts of added/removed/changed packages.
 KEY_PACKAGES = ("numpy", "scipy", "pandas", "scikit-learn", "torch", "tensorflow", "jax", "xgboost",
                 "lightgbm", "catboost", "polars")
+_MAX_PATHSPECS = 200  # untracked files to keep out of a stash by name; beyond, stash tracked changes only
 _SYSTEM_FIELDS = ("os", "os_release", "machine", "python_version", "python_implementation", "cpu_model",
                   "cpu_count", "memory_total_bytes", "hostname")
 
@@ -53,6 +54,9 @@ def diff_runs(tracker: ExperimentTracker, a: Run, b: Run) -> list[Difference]:
     for key in ("commit", "branch", "remote", "dirty", "patch_sha256", "error"):
         if code_a.get(key) != code_b.get(key):
             out.append(Difference("code", key, code_a.get(key), code_b.get(key)))
+    untracked_a, untracked_b = sorted(_strings(code_a.get("untracked"))), sorted(_strings(code_b.get("untracked")))
+    if untracked_a != untracked_b:
+        out.append(Difference("code", "untracked", untracked_a, untracked_b))
     out += _diff_data(_section(a, "data"), _section(b, "data"))
     sys_a, sys_b = _section(a, "system"), _section(b, "system")
     for key in _SYSTEM_FIELDS:
@@ -143,51 +147,60 @@ def reproduce(tracker: ExperimentTracker, run: Run, *, patch_file: str | None = 
     step names it); ``cwd`` is where the check runs (default: the current directory).
     """
     from .capture import (
+        FingerprintCache,
         capture_code,
         capture_system,
-        code_restore_steps,
         command_line,
         compare_code,
         compare_data,
         compare_system,
         fingerprint_data,
     )
+    from .run import without_store
 
     report = ReproduceReport(run)
     here = cwd or os.getcwd()
     code = _section(run, "code")
     if code:
-        current_code = capture_code(here).info
+        current_code = without_store(capture_code(here).info, tracker.store)
         verdict = compare_code(code, current_code)
         report.checks.append(Check("code", str(verdict["verdict"]), str(verdict["reason"])))
-        report.steps += code_restore_steps(code, current_code, patch_file)
+        report.steps += _code_steps(tracker, code, current_code, patch_file)
     data = _section(run, "data")
     if data.get("paths"):
         base = str(_section(run, "invocation").get("cwd") or here)
         names = [p if os.path.isabs(p) else os.path.join(base, p) for p in data["paths"]]
-        current = fingerprint_data(names, base=base)
+        cache = FingerprintCache(tracker.store / ".cache" / "fingerprints.json")
+        current = fingerprint_data(names, base=base, cache=cache)
         for item in compare_data(data, current):
             changed = [str(name) for key in ("changed", "added", "removed")
                        for name in _as_list(item.get(key))]
             detail = str(item.get("reason", ""))
             report.checks.append(Check(f"data {item['path']}", str(item["verdict"]), detail))
             if item["verdict"] != "match":
-                files = f" ({', '.join(map(str, changed[:5]))})" if changed else ""
-                report.steps.append(f"# restore data {item['path']} to sha256 tree "
-                                    f"{_tree_of(data, str(item['path']))}{files}")
+                report.steps += _data_steps(data, str(item["path"]), changed, base)
     system = _section(run, "system")
     if system:
-        now = capture_system()
+        # A run captured without its package list has none to compare: no check, rather than
+        # an "unknown" that no restore step could ever turn into a match.
+        packages_recorded = system.get("packages_sha256") is not None
+        now = capture_system(packages=packages_recorded)
         recorded_packages = tracker.packages(run)
-        for item in compare_system(system, now.info, recorded_packages, now.packages, KEY_PACKAGES):
+        for item in compare_system(system, now.info, recorded_packages,
+                                   now.packages if packages_recorded else None, KEY_PACKAGES):
             name = str(item["name"])
-            if name == "packages" or name in KEY_PACKAGES or name in ("python_version", "os", "machine"):
+            if name in ("python_version", "os", "machine") or (
+                    packages_recorded and (name == "packages" or name in KEY_PACKAGES)):
                 if name in KEY_PACKAGES and item.get("recorded") is None and item.get("current") is None:
                     continue
                 report.checks.append(Check(name, str(item["verdict"]), _system_detail(item)))
+                if name == "python_version" and item["verdict"] == "mismatch":
+                    report.steps.append(f"# the run used Python {item.get('recorded')}; "
+                                        f"this is {item.get('current')}: re-run with that interpreter")
         if recorded_packages and any(c.item == "packages" and c.verdict == "mismatch" for c in report.checks):
-            report.steps.append(f"exptrack reproduce {run.run_id} --requirements-out requirements.txt; "
-                                "python -m pip install -r requirements.txt")
+            store = shlex.quote(os.path.abspath(tracker.store))
+            report.steps.append(f"exptrack --store {store} reproduce {run.run_id} --requirements-out "
+                                "requirements.txt; python -m pip install -r requirements.txt")
     report.params_json = codec.dumps(run.params).decode()
     report.params_flags = " ".join(f"--{k}={shlex.quote(_flag(v))}" for k, v in run.params.items())
     invocation = _section(run, "invocation")
@@ -195,12 +208,63 @@ def reproduce(tracker: ExperimentTracker, run: Run, *, patch_file: str | None = 
     return report
 
 
+def _code_steps(tracker: ExperimentTracker, recorded: Mapping[str, Any], current: Mapping[str, Any],
+                patch_file: str | None) -> list[str]:
+    """``code_restore_steps`` with a stash that puts aside only what the run did not have.
+
+    A plain ``git stash --include-untracked`` would also sweep away the untracked files the run
+    itself had (its script, often) and a store kept inside the repository -- the saved patch
+    included -- so the restored checkout could never match.
+    """
+    from .capture import code_restore_steps
+    from .run import store_prefix
+
+    steps = code_restore_steps(recorded, {**current, "dirty": False}, patch_file)
+    commit = recorded.get("commit")
+    if not steps or not steps[0].startswith("cd ") or not isinstance(commit, str) or not current.get("dirty"):
+        return steps
+    had = set(_strings(recorded.get("untracked")))
+    untracked = _strings(current.get("untracked"))
+    new = [p for p in untracked if p not in had]
+    if not new and not current.get("patch_sha256"):
+        return steps  # only untracked files the run had as well: nothing to put aside
+    message = shlex.quote(f"exptrack: before restoring {commit[:12]}")
+    stash = f"git stash push -m {message}"  # tracked changes only
+    keep = [p for p in untracked if p in had]
+    prefix = store_prefix(current, tracker.store)
+    if prefix is not None:
+        keep.append(prefix.rstrip("/"))
+    if new and len(keep) <= _MAX_PATHSPECS:
+        excluded = " ".join(shlex.quote(f":(exclude,literal){p}") for p in keep)
+        stash = f"git stash push --include-untracked -m {message} -- .{' ' + excluded if excluded else ''}"
+    elif new:
+        steps.append(f"# {len(new)} untracked file(s) the run did not have are left in place: "
+                     f"{', '.join(new[:5])}")
+    return [steps[0], stash, *steps[1:]]
+
+
+def _data_steps(data: Mapping[str, Any], path: str, changed: Sequence[str], base: str) -> list[str]:
+    files = f" ({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''})" if changed else ""
+    steps = [f"# restore data {path} to sha256 tree {_tree_of(data, path)}{files}"]
+    entry = (data.get("paths") or {}).get(path) or (data.get("paths") or {}).get(path + "/") or {}
+    dvc = entry.get("dvc") if isinstance(entry, Mapping) else None
+    if isinstance(dvc, Mapping) and dvc.get("md5"):
+        # after the git steps the .dvc file / dvc.lock names the run's version again
+        steps.append(f"dvc checkout {shlex.quote(os.path.join(base, path.rstrip('/')))}")
+    return steps
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
 def _as_list(value: object) -> list[object]:
     return list(value) if isinstance(value, (list, tuple)) else []
 
 
 def _tree_of(data: Mapping[str, Any], path: str) -> str:
-    entry = (data.get("paths") or {}).get(path) or {}
+    paths = data.get("paths") or {}
+    entry = paths.get(path) or paths.get(path + "/") or {}
     return str(entry.get("tree", "?"))[:16]
 
 

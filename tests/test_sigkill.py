@@ -150,6 +150,9 @@ def kill_loop(tmp_path: Path, kills: int, seed: int) -> Outcome:
             assert time.monotonic() < deadline, "hang guard: the kill loop made no progress"
             slot = rng.randrange(WRITERS)
             victim = procs[slot]
+            if victim.exitcode is not None:  # died on its own: fail now, not at the hang guard
+                read_side_files(tmp_path, outcome)
+                pytest.fail(f"writer {slot} exited with {victim.exitcode} before any kill: {outcome.errors}")
             if shared["progress"][slot] < 1:  # not writing yet (still starting): pick another
                 time.sleep(0.001)
                 continue

@@ -1,0 +1,243 @@
+"""A hypothesis state machine over the run log: appends, crashes, garbage, power loss, full disks.
+
+The model is the exact byte content the log must have, built from what the test itself wrote
+(garbage, foreign lines) and from the bytes the file-system seam saw exptrack write -- plus the
+list of acknowledged runs and the size the last ``fsync`` made durable.  After every step:
+
+* the file holds exactly the model's bytes (exptrack only ever appends, and only what it said);
+* a reload returns, in order, exactly the complete lines that are records exptrack wrote, and
+  every acknowledged run among them, intact;
+* every other line (garbage, foreign JSON, torn fragments, an unterminated tail) is reported as
+  a corrupt line at its exact offset -- every fault is reported, none swallows a record;
+* a strict tracker raises exactly when something is corrupt.
+
+Rules: log, crash mid-write, garbage line, invalid UTF-8, valid JSON that is not a run,
+power loss (truncate to the last fsync), ENOSPC once, reopen.  There is no persistent index in
+this codebase yet, so the "corrupt index" rule is left out.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from exptrack import CorruptLine, CorruptStoreError, ExperimentTracker, InvalidRecordError, Run, StorageError, codec
+from exptrack._fs import FileSystem, install
+from exptrack.logs import detach_store_log
+
+
+class Crash(BaseException):  # the process died: nothing after this runs
+    pass
+
+
+class ModelFileSystem(FileSystem):
+    """The real file system, recording what reaches the log and injecting one-shot faults."""
+
+    def __init__(self, log_path: str) -> None:
+        self.log_path = log_path
+        self.log_fds: set[int] = set()
+        self.written = bytearray()  # every byte exptrack wrote to the log, in order
+        self.records: set[bytes] = set()  # complete record lines exptrack tried to write
+        self.synced = 0
+        self.fault: tuple[str, float] | None = None
+        self.crashed = False
+
+    def open(self, path: str, flags: int, mode: int = 0o666) -> int:
+        fd = super().open(path, flags, mode)
+        if path == self.log_path:
+            self.log_fds.add(fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        self.log_fds.discard(fd)
+        super().close(fd)
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        if self.crashed:
+            raise AssertionError("write after the process crashed")
+        if fd not in self.log_fds:
+            return super().write(fd, data)
+        data = bytes(data)
+        if len(data) > 1:
+            self.records.update(line for line in data.split(b"\n") if line)
+        if self.fault is not None:
+            kind, fraction = self.fault
+            self.fault = None
+            part = data[: int(len(data) * fraction)]
+            if part:
+                self.written += part[: super().write(fd, part)]
+            if kind == "crash":
+                self.crashed = True
+                raise Crash
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = super().write(fd, data)
+        self.written += data[:written]
+        return written
+
+    def fsync(self, fd: int) -> None:
+        if fd in self.log_fds:
+            # the power-loss rule truncates to this size: what a completed fsync made durable
+            self.synced = os.fstat(fd).st_size
+            return
+        super().fsync(fd)
+
+
+texts = st.text(max_size=20) | st.sampled_from(["line\nbreak", "tab\tcr\r", "nul\x00", "\u2028\u2029", "é—🙂"])
+values = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False,
+                                                                                  allow_infinity=False) | texts
+metric_values = st.floats() | st.integers(-(2**53), 2**53)
+
+
+class LogMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="exptrack-sm-"))
+        self.store = self.dir / "store"
+        self.log = self.store / "runs.jsonl"
+        self.fs = ModelFileSystem(str(self.log))
+        self.previous = install(self.fs)
+        self.tracker = ExperimentTracker(self.store, lock_timeout=5)
+        self.model = bytearray()  # what the log must hold
+        self.acked: list[Run] = []
+
+    def teardown(self) -> None:
+        try:
+            self.tracker.close()
+        finally:
+            install(self.previous)
+            detach_store_log(str(self.store))
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _append(self, params: dict[str, object], metrics: dict[str, object]) -> BaseException | None:
+        start = len(self.fs.written)
+        try:
+            self.acked.append(self.tracker.log_run(params=params, metrics=metrics))
+            error: BaseException | None = None
+        except (Crash, StorageError, InvalidRecordError) as exc:
+            error = exc
+        self.model += self.fs.written[start:]
+        return error
+
+    def _reopen(self) -> None:
+        self.fs.crashed = False
+        self.tracker.close()
+        self.tracker = ExperimentTracker(self.store, lock_timeout=5)
+
+    def _foreign(self, data: bytes) -> None:
+        """Bytes appended by something other than exptrack (an editor, another tool)."""
+        with self.log.open("ab") as handle:
+            handle.write(data)
+        self.model += data
+
+    # -- rules --------------------------------------------------------------------------------
+
+    @rule(params=st.dictionaries(texts, values, max_size=4), metrics=st.dictionaries(
+        st.text(min_size=1, max_size=8), metric_values, max_size=3))
+    def log(self, params: dict[str, object], metrics: dict[str, object]) -> None:
+        before = bytes(self.model)
+        error = self._append({"n": len(self.acked), **params}, metrics)
+        assert error is None or isinstance(error, InvalidRecordError), error
+        if error is not None:
+            assert bytes(self.model) == before
+
+    @rule(text=texts)
+    def log_unstorable(self, text: str) -> None:
+        before = self.log.read_bytes() if self.log.exists() else b""
+        error = self._append({"bad": text + "\ud800"}, {"x": 1.0})  # a lone surrogate has no UTF-8 form
+        assert isinstance(error, InvalidRecordError)
+        assert error.field == "params.bad"
+        assert (self.log.read_bytes() if self.log.exists() else b"") == before  # byte-identical
+
+    @rule(fraction=st.floats(0, 1, exclude_max=True))
+    def crash_mid_write(self, fraction: float) -> None:
+        self.fs.fault = ("crash", fraction)
+        error = self._append({"crash": fraction}, {"x": 0.5})
+        assert isinstance(error, Crash)
+        self._reopen()  # a new process takes over
+
+    @rule(fraction=st.floats(0, 1, exclude_max=True))
+    def enospc_once(self, fraction: float) -> None:
+        self.fs.fault = ("enospc", fraction)
+        error = self._append({"enospc": fraction}, {"x": 0.25})
+        assert isinstance(error, StorageError)
+        assert error.errno == errno.ENOSPC
+        assert error.filename == str(self.log)
+
+    @rule(garbage=st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")))
+    def garbage_line(self, garbage: bytes) -> None:
+        self._foreign(garbage + b"\n")
+
+    @rule()
+    def invalid_utf8_line(self) -> None:
+        self._foreign(b'{"run_id":"\xff\xfe","params":{},"metrics":{}}\n')
+
+    @rule(line=st.sampled_from([b'{"hello":"world"}', b"[1,2,3]", b'"text"', b"null", b'{"run_id":7}']))
+    def json_not_a_record(self, line: bytes) -> None:
+        self._foreign(line + b"\n")
+
+    @rule()
+    def power_loss(self) -> None:
+        self.tracker.close()
+        if self.log.exists():
+            os.truncate(self.log, self.fs.synced)
+        del self.model[self.fs.synced :]
+        self._reopen()
+
+    @rule()
+    def reopen(self) -> None:
+        self._reopen()
+
+    # -- the invariant ------------------------------------------------------------------------
+
+    @invariant()
+    def reload_equals_the_model(self) -> None:
+        actual = self.log.read_bytes() if self.log.exists() else b""
+        assert actual == bytes(self.model), "the log holds bytes the model does not"
+
+        expected_runs: list[int] = []  # offsets of lines that are records exptrack wrote
+        expected_corrupt: list[tuple[int, int]] = []  # (offset, length) of every other line
+        offset = 0
+        for raw in bytes(self.model).split(b"\n")[:-1]:
+            if raw in self.fs.records:
+                expected_runs.append(offset)
+            else:
+                expected_corrupt.append((offset, len(raw)))
+            offset += len(raw) + 1
+        if offset < len(self.model):  # an unterminated tail: torn, since no writer is active
+            expected_corrupt.append((offset, len(self.model) - offset))
+
+        items = list(self.tracker.scan())
+        runs = [item for item in items if isinstance(item, Run)]
+        corrupt = [item for item in items if isinstance(item, CorruptLine)]
+        assert [run.offset for run in runs] == expected_runs
+        assert [(c.offset, c.length) for c in corrupt] == expected_corrupt
+        stored = {run.run_id: codec.dumps(run.to_dict()) for run in runs}  # NaN-aware equality
+        for run in self.acked:
+            assert stored.get(run.run_id) == codec.dumps(run.to_dict()), f"acknowledged run {run.run_id} lost"
+
+        with ExperimentTracker(self.store, strict=True) as strict:
+            if expected_corrupt:
+                with pytest.raises(CorruptStoreError):
+                    list(strict.runs())
+            else:
+                assert [run.run_id for run in strict.runs()] == [run.run_id for run in runs]
+
+
+TestLogMachine = LogMachine.TestCase
+TestLogMachine.settings = settings(
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
+    database=None,  # its fsyncs cost more than the machine itself; failures print their reproduction
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)

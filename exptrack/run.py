@@ -123,11 +123,12 @@ class ActiveRun:
         self._history_fd = -1
         self._history_path = tracker.store / "history" / f"{self.run_id}.jsonl"
         self._marker = tracker.store / "active" / f"{self.run_id}.json"
+        self._capture_file = capture_file(tracker.store, self.run_id)
         self._previous_sigterm: Any = None
         self._steps: dict[str, int] = {}
         self._stepped: set[str] = set()
         self._history_lock = threading.Lock()
-        self._live = False  # capture done: later changes are copied into the marker for recover()
+        self._live = False  # capture done and saved: later changes are copied into the marker
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -140,6 +141,7 @@ class ActiveRun:
         except BaseException as exc:  # Ctrl-C or SIGTERM during capture: the block never runs
             self.__exit__(type(exc), exc, exc.__traceback__)
             raise
+        self._save_capture()
         self._live = True
         self._update_marker()
         logger.info("started run %s", self.run_id, extra=self.tracker._log_extra)
@@ -185,8 +187,9 @@ class ActiveRun:
         return record
 
     def _drop_marker(self) -> None:
-        with contextlib.suppress(OSError):
-            fs().unlink(str(self._marker))
+        for path in (self._marker, self._capture_file):  # the marker first: it is what recover() looks for
+            with contextlib.suppress(OSError):
+                fs().unlink(str(path))
 
     # -- what the user logs --------------------------------------------------------------------
 
@@ -311,35 +314,30 @@ class ActiveRun:
             self._history_fd = -1
 
     def _write_marker(self) -> None:
-        """Write the marker ``recover()`` reads; replaced whole, so it is never seen half-written."""
+        """Write the marker ``recover()`` reads: small, since params and artifacts rewrite it."""
         marker: dict[str, object] = {
             "run_id": self.run_id, "timestamp": self.timestamp, "pid": os.getpid(),
             "host": socket.gethostname(), "params": self.params, "tags": self.tags,
         }
-        if self._live:
-            extra = {k: v for k, v in self._extra.items() if k in CAPTURE_PARTS}
-            if self.artifacts:
-                extra["artifacts"] = self.artifacts
-            marker["extra"] = extra
-        # not *.json: recover() must not take a half-written file for a marker
-        tmp = self._marker.with_name(f".{self._marker.name}.{os.getpid()}.tmp")
+        if self.artifacts:
+            marker["artifacts"] = self.artifacts
         try:
-            os.makedirs(self._marker.parent, exist_ok=True)
-            fd = fs().open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                from .journal import io_write_all
-
-                io_write_all(fd, codec.dumps(marker))
-            finally:
-                fs().close(fd)
-            fs().replace(str(tmp), str(self._marker))
+            _write_whole(self._marker, codec.dumps(marker))
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                fs().unlink(str(tmp))
             raise StorageError(exc.errno or 0, "start a run in", self._marker.parent) from exc
 
+    def _save_capture(self) -> None:
+        """Keep the capture beside the marker, written once: a data record can be megabytes."""
+        captured = {k: v for k, v in self._extra.items() if k in CAPTURE_PARTS}
+        if not captured:
+            return
+        try:
+            _write_whole(self._capture_file, codec.dumps(captured))
+        except OSError as exc:  # only recover() would miss it
+            logger.warning("run %s: cannot save its capture for recovery: %s", self.run_id, exc)
+
     def _update_marker(self) -> None:
-        """Copy params, tags, capture and artifacts into the marker; a failure only costs recovery detail."""
+        """Copy params, tags and artifacts into the marker; a failure only costs recovery detail."""
         if not self._live or self.record is not None:
             return
         try:
@@ -364,6 +362,44 @@ class ActiveRun:
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """Replace ``path`` by a complete new file: a reader never sees it half-written."""
+    # The temporary name does not end in .json: recover() must not take it for a marker.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    os.makedirs(path.parent, exist_ok=True)
+    try:
+        fd = fs().open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            from .journal import io_write_all
+
+            io_write_all(fd, data)
+        finally:
+            fs().close(fd)
+        fs().replace(str(tmp), str(path))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs().unlink(str(tmp))
+        raise
+
+
+def capture_file(store: Path, run_id: str) -> Path:
+    """Where a live run keeps its capture for :meth:`ExperimentTracker.recover`."""
+    return store / "active" / f"{run_id}.capture"
+
+
+def recovered_extra(store: Path, marker: Mapping[str, Any]) -> dict[str, Any]:
+    """The capture and artifacts a dead run had saved, as ``extra`` sections of its record."""
+    extra: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):  # missing or unreadable: recover without it
+        saved = codec.loads(capture_file(store, str(marker.get("run_id"))).read_bytes())
+        if isinstance(saved, dict):
+            extra.update((k, v) for k, v in saved.items() if k in CAPTURE_PARTS)
+    artifacts = marker.get("artifacts")
+    if isinstance(artifacts, Mapping) and artifacts:
+        extra["artifacts"] = dict(artifacts)
+    return extra
 
 
 def _step(step: object, name: str) -> int:

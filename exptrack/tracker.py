@@ -20,7 +20,7 @@ from .journal import Journal
 from .logs import attach_store_log
 from .query import resolve_mode, summarize, summary_dict, top_runs
 from .record import Run, build_run
-from .run import ActiveRun, MetricHistory, read_history
+from .run import ActiveRun, MetricHistory, capture_file, read_history, recovered_extra
 from .scan import CorruptLine, LogScan, line_length
 
 logger = logging.getLogger(__name__)
@@ -357,6 +357,7 @@ class ExperimentTracker:
                 logged = {run.run_id for run in self.runs()}
             if run_id in logged:
                 claimed.unlink(missing_ok=True)
+                capture_file(self.store, run_id).unlink(missing_ok=True)
                 continue
             history: dict[str, MetricHistory] = {}
             metrics: dict[str, float] = {}
@@ -367,8 +368,7 @@ class ExperimentTracker:
                     continue  # a line that parses but is not a point: keep the rest
                 history.setdefault(name, MetricHistory()).add(value, step)
                 metrics[name] = value
-            saved = info.get("extra")
-            extra: dict[str, Any] = dict(saved) if isinstance(saved, Mapping) else {}
+            extra = recovered_extra(self.store, info)
             died = f"pid {info.get('pid')} ended without finishing the run"
             extra["error"] = {"type": "ProcessDied", "message": died}
             if history:
@@ -382,6 +382,7 @@ class ExperimentTracker:
                 os.replace(claimed, marker)  # not logged: leave it for the next recover()
                 raise
             claimed.unlink(missing_ok=True)
+            capture_file(self.store, run_id).unlink(missing_ok=True)
         return recovered
 
     def _append_run(self, **fields: Any) -> Run:

@@ -264,9 +264,12 @@ def test_sigkilled_child_keeps_its_history_and_recover_logs_it_once(store: Path)
     assert proc.returncode == -signal.SIGKILL
     history_file = store / "history" / f"{run_id}.jsonl"
     assert [json.loads(line)["value"] for line in history_file.read_text().splitlines()] == [0.9, 0.4, 0.6]
+    active = store / "active"
+    assert sorted(p.name for p in active.iterdir()) == [f"{run_id}.capture", f"{run_id}.json"]
     with ExperimentTracker(store) as tracker:
         assert list(tracker.runs()) == []  # no half record: the run is not in the log yet
         (recovered,) = tracker.recover()
+        assert list(active.iterdir()) == []
         assert recovered.run_id == run_id
         stored = tracker.get_run(run_id)
         assert stored == recovered
@@ -315,6 +318,22 @@ def test_half_written_marker_update_is_never_read_as_a_marker(tracker: Experimen
         assert names == [f"{run.run_id}.json"]  # updates replace the marker, no temp file left
         marker = json.loads((tracker.store / "active" / names[0]).read_bytes())
         assert marker["params"] == {"lr": 0.1, "p0": 0, "p1": 1, "p2": 2, "p3": 3, "p4": 4}
+
+
+def test_capture_is_saved_once_beside_the_marker_not_in_it(tracker: ExperimentTracker) -> None:
+    Path("data").mkdir()
+    for i in range(50):
+        Path("data", f"part-{i}.csv").write_text(f"{i}\n")
+    with tracker.start_run({"lr": 0.1}, data=["data/"], capture=["data"]) as run:
+        run.log_param("epochs", 2)
+        run.log_artifact_bytes(b"w", "model.bin")
+        active = tracker.store / "active"
+        marker = json.loads((active / f"{run.run_id}.json").read_bytes())
+        assert set(marker) == {"run_id", "timestamp", "pid", "host", "params", "tags", "artifacts"}
+        assert marker["params"] == {"lr": 0.1, "epochs": 2}
+        saved = json.loads((active / f"{run.run_id}.capture").read_bytes())
+        assert len(saved["data"]["paths"]["data/"]["entries"]) == 50
+    assert list((tracker.store / "active").iterdir()) == []
 
 
 # -- capture switches ---------------------------------------------------------------------------

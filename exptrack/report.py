@@ -122,6 +122,7 @@ class ReproduceReport:
     params_json: str = ""
     params_flags: str = ""
     command: str = ""
+    directory: str = ""  # where the code and data were checked
 
     @property
     def matches(self) -> bool:
@@ -131,6 +132,7 @@ class ReproduceReport:
         return {
             "run_id": self.run.run_id,
             "matches": self.matches,
+            "directory": self.directory,
             "checks": [c.to_dict() for c in self.checks],
             "steps": self.steps,
             "params": self.run.params,
@@ -144,7 +146,9 @@ def reproduce(tracker: ExperimentTracker, run: Run, *, patch_file: str | None = 
     """Compare the current checkout, data and environment with ``run`` and say how to restore it.
 
     ``patch_file`` is where the run's saved diff was written for the user (the ``git apply``
-    step names it); ``cwd`` is where the check runs (default: the current directory).
+    step names it); ``cwd`` is where the check runs.  By default that is where the run ran (its
+    recorded working directory, else its repository) when it still exists -- the question is
+    whether *that* checkout can give the result again -- and otherwise the current directory.
     """
     from .capture import (
         FingerprintCache,
@@ -159,7 +163,8 @@ def reproduce(tracker: ExperimentTracker, run: Run, *, patch_file: str | None = 
     from .run import without_store
 
     report = ReproduceReport(run)
-    here = cwd or os.getcwd()
+    here = cwd or _where_it_ran(run) or os.getcwd()
+    report.directory = here
     code = _section(run, "code")
     if code:
         current_code = without_store(capture_code(here).info, tracker.store)
@@ -206,6 +211,13 @@ def reproduce(tracker: ExperimentTracker, run: Run, *, patch_file: str | None = 
     invocation = _section(run, "invocation")
     report.command = command_line(invocation) if invocation.get("argv") else ""
     return report
+
+
+def _where_it_ran(run: Run) -> str | None:
+    for place in (_section(run, "invocation").get("cwd"), _section(run, "code").get("repo_root")):
+        if isinstance(place, str) and os.path.isdir(place):
+            return place
+    return None
 
 
 def _code_steps(tracker: ExperimentTracker, recorded: Mapping[str, Any], current: Mapping[str, Any],

@@ -280,6 +280,17 @@ def test_changed_file_in_a_data_directory_is_named(repo: Path, store: Path) -> N
     assert f"# restore data data/images to sha256 tree {tree} (b.png, c.png)" in before["steps"]  # type: ignore[operator]
 
 
+def test_dvc_tracked_data_gets_a_dvc_checkout_step(repo: Path, store: Path) -> None:
+    md5 = "0123456789abcdef0123456789abcdef"
+    (repo / "data" / "train.csv.dvc").write_text(f"outs:\n- md5: {md5}\n  size: 12\n  path: train.csv\n")
+    run = log_run(store, 0.1)
+    assert run.extra["data"]["paths"]["data/train.csv"]["dvc"] == {"md5": md5, "source": "data/train.csv.dvc"}
+    (repo / "data" / "train.csv").write_text("x,y\n9,9\n")
+    code, data = report(store, run.run_id)
+    assert code == 3
+    assert f"dvc checkout {repo / 'data' / 'train.csv'}" in data["steps"]  # type: ignore[operator]
+
+
 # -- the rest of the commands ---------------------------------------------------------------------
 
 
@@ -349,8 +360,9 @@ def test_reproduce_json_shape(repo: Path, store: Path) -> None:
     run = log_run(store, 0.1)
     code, data = report(store, run.run_id)
     assert code == 0
-    assert set(data) == {"run_id", "matches", "checks", "steps", "params", "params_flags", "command"}
+    assert set(data) == {"run_id", "matches", "directory", "checks", "steps", "params", "params_flags", "command"}
     assert data["run_id"] == run.run_id
+    assert data["directory"] == str(repo)
     assert data["matches"] is True
     assert data["steps"] == []
     assert data["params"] == {"lr": 0.1, "model": "rf"}
@@ -360,6 +372,23 @@ def test_reproduce_json_shape(repo: Path, store: Path) -> None:
     items = [c["item"] for c in checks]
     assert items[:3] == ["code", "data data/train.csv", "data data/images"]
     assert {"python_version", "packages"} <= set(items)
+
+
+def test_reproduce_from_elsewhere_checks_where_the_run_ran(
+    repo: Path, store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = log_run(store, 0.1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = invoke(store, "reproduce", run.run_id)
+    assert result.exit_code == 0, result.stdout
+    assert f"checked in {repo}" in result.stdout
+    (repo / "train.py").write_text("LEARNING_RATE = 0.4\n")
+    code, data = report(store, run.run_id)
+    assert code == 3
+    restore(data["steps"])  # type: ignore[arg-type]
+    assert report(store, run.run_id)[0] == 0
 
 
 def test_diff_json_shape_and_identical_runs(repo: Path, store: Path) -> None:

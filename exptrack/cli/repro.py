@@ -51,9 +51,11 @@ def diff(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
 def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, artifact: str | None,
                       out: Path | None, requirements_out: Path | None, patch_dir: Path | None,
                       as_json: bool) -> None:
-    """Check the current checkout, data and environment against RUN_ID and say how to restore it.
+    """Check the checkout, data and environment against RUN_ID and say how to restore it.
 
-    Exit code 0 when everything matches, 3 when something differs (1 on errors).
+    The checkout and data checked are the ones where the run ran, when that directory still
+    exists, else those of the current directory.  Exit code 0 when everything matches, 3 when
+    something differs or cannot be confirmed (1 on errors).
     """
     if (artifact is None) != (out is None):
         raise click.UsageError("--artifact and --out go together")
@@ -82,6 +84,7 @@ def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, 
         _echo_json(report.to_dict())
     else:
         click.echo(f"run {run.run_id} ({run.timestamp}, {run.status})")
+        click.echo(f"checked in {report.directory}")
         click.echo("checks:")
         for line in format_checks(report.checks) or ["  (nothing recorded to check)"]:
             click.echo(line)

@@ -1,5 +1,9 @@
 """What reproducibility capture adds to a run: code, system, invocation and data fingerprints.
 
+The last rows time a whole ``with tracker.start_run(...)`` block in a clean repository with the
+data fingerprint and system facts already cached, next to the same block without capture and a
+plain ``log_run``: what a user pays per run.
+
 A baseline, not a gate. Raw floors are measured in the same run (one ``git status`` process,
 ``hashlib`` over the file) and the script checks that capture agrees with them.
 
@@ -34,6 +38,8 @@ from exptrack.capture import (
     fingerprint_data,
 )
 from exptrack.capture import system as system_capture
+from exptrack.logs import detach_store_log
+from exptrack.tracker import ExperimentTracker
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -159,6 +165,35 @@ def main() -> int:
 
         rows.append(("typical run capture (code+system+invocation+data)", timed(typical, reps)))
 
+        clean = work / "clean"
+        make_repo(clean)
+        subprocess.run(["git", "checkout", "-q", "--", "."], cwd=clean, check=True, capture_output=True)
+        store = work / "store"
+        tracker = ExperimentTracker(store)
+
+        def run_block(capture: bool) -> Callable[[], None]:
+            def block() -> None:
+                with tracker.start_run({"lr": 0.1}, data=[data], seed=42, capture=capture) as run:
+                    run.log_metric("accuracy", 0.9)
+
+            return block
+
+        previous = os.getcwd()
+        os.chdir(clean)  # code capture records the current directory's repository
+        try:
+            rows.append(("log_run, no capture (floor)", timed(lambda: tracker.log_run({"lr": 0.1}, {"a": 0.9}), reps)))
+            rows.append(("start_run block, capture=False", timed(run_block(False), reps)))
+            run_block(True)()  # the first run stores the package list
+            rows.append(("start_run block end to end (clean repo, cached)", timed(run_block(True), reps)))
+        finally:
+            os.chdir(previous)
+        last = list(tracker.runs())[-1]
+        clean_head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=clean, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        tracker.close()
+        detach_store_log(str(store))
+
         # answers must agree with the floors, or the timings mean nothing
         fingerprint = fingerprint_data([data], cache=cache)
         expected = raw_sha256(data)
@@ -169,6 +204,8 @@ def main() -> int:
         )
         agree = agree and capture_code(repo).info["commit"] == head.stdout.strip()
         agree = agree and capture_system().packages == capture_system().packages
+        agree = agree and last.extra["code"]["commit"] == clean_head and last.extra["code"]["dirty"] is False
+        agree = agree and last.extra["data"]["paths"][str(data)]["sha256"] == expected
 
     width = max(len(name) for name, _ in rows)
     print(f"{'measurement':<{width}}  {'reps':>4}  {'median ms':>10}  {'min ms':>9}  {'max ms':>9}")

@@ -141,8 +141,20 @@ def _fmt(value: object) -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak resident set size of this process so far, in MiB.
+
+    ``VmHWM`` from ``/proc`` where it exists: ``ru_maxrss`` also counts the forked copy of the
+    parent before ``exec`` (a spawned child of a 1 GB parent starts with a 1 GB "peak"), and
+    :func:`reset_peak_rss` cannot lower it.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from itertools import repeat
+from typing import Any, Literal
 
 from .errors import QueryError
 from .record import Run
@@ -56,6 +58,16 @@ def resolve_mode(metric: str, mode: str | None) -> Mode:
     return mode  # type: ignore[return-value]
 
 
+BLOCK_SHIFT = 18
+"""Statistics are computed per 256 KiB block of the log (``offset >> BLOCK_SHIFT``), then folded
+block after block in log order.  Floating-point sums depend on the order of additions, so a
+statistic that is a function of *how* the log was read (one pass, two halves in two processes,
+an index refreshed after every append) could differ in its last bits.  Fixing the grouping to
+byte positions of the log makes every reader compute exactly the same numbers: a block is
+reduced from its raw values with order-independent ``math.fsum``, and blocks are folded left to
+right with Chan's merge.  A reader keeps the raw values of a block that may still grow."""
+
+
 @dataclass(slots=True)
 class MetricStats:
     """Count, min, max, mean and variance (Chan et al.'s parallel merge) of one metric's finite
@@ -68,18 +80,36 @@ class MetricStats:
     max: float = -math.inf
     nonfinite: int = 0
 
-    def add(self, value: float) -> None:
-        if value - value != 0:  # NaN or ±Inf: information, never a candidate for stats or best
-            self.nonfinite += 1
-            return
-        self.count += 1
-        delta = value - self.mean
-        self.mean += delta / self.count
-        self.m2 += delta * (value - self.mean)
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
+    @classmethod
+    def of(cls, values: Sequence[float]) -> MetricStats:
+        """Statistics of one block, a function of the values alone (two passes, ``math.fsum``)."""
+        finite: Sequence[float] = values
+        try:
+            total = math.fsum(values)
+            exact = total - total == 0
+        except OverflowError:  # finite values whose sum leaves the float range
+            exact = True
+            total = math.nan
+        except ValueError:  # inf + -inf
+            exact = False
+            total = math.nan
+        if not exact:
+            finite = [value for value in values if value - value == 0]
+            total = _fsum(finite)
+        elif total != total:
+            total = _fsum(finite)
+        stats = cls(nonfinite=len(values) - len(finite))
+        count = len(finite)
+        if not count:
+            return stats
+        mean = total / count if total - total == 0 else _mean(finite)
+        deviations = list(map(operator.sub, finite, repeat(mean)))
+        stats.count, stats.mean, stats.min, stats.max = count, mean, min(finite), max(finite)
+        stats.m2 = _fsum(list(map(operator.mul, deviations, deviations)))
+        return stats
 
     def merge(self, other: MetricStats) -> None:
+        """Fold ``other`` (the statistics of later runs) into these."""
         self.nonfinite += other.nonfinite
         if not other.count:
             return
@@ -94,6 +124,9 @@ class MetricStats:
         self.count = total
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
+
+    def copy(self) -> MetricStats:
+        return MetricStats(self.count, self.mean, self.m2, self.min, self.max, self.nonfinite)
 
     @property
     def std(self) -> float | None:
@@ -110,6 +143,90 @@ class MetricStats:
             "mean": self.mean if finite else None,
             "std": self.std,
         }
+
+    def to_state(self) -> list[float]:
+        return [self.count, self.mean, self.m2, self.min, self.max, self.nonfinite]
+
+    @classmethod
+    def from_state(cls, state: Sequence[float]) -> MetricStats:
+        count, mean, m2, low, high, nonfinite = map(_number, state)
+        return cls(int(count), float(mean), float(m2), low, high, int(nonfinite))
+
+
+def _number(value: Any) -> Any:
+    """A number from a JSON state: ``codec.dumps`` writes NaN and ±Infinity as strings."""
+    return float(value) if type(value) is str else value
+
+
+def _fsum(values: Sequence[float]) -> float:
+    try:
+        return math.fsum(values)
+    except OverflowError:
+        return math.nan  # the caller computes the mean by scaling instead
+
+
+def _mean(values: Sequence[float]) -> float:
+    count = len(values)
+    return math.fsum(map(operator.truediv, values, repeat(float(count))))
+
+
+Part = list[float] | MetricStats
+"""One block's contribution: its raw values (a block that may be partial) or its statistics."""
+
+
+@dataclass(slots=True)
+class MetricFold:
+    """A metric's statistics over the log so far: the fold of every finished block, plus the raw
+    values of the last block, which later runs may still join.
+
+    Feeding the same blocks in log order gives bit-identical statistics whichever way the log was
+    cut into passes: that is the merge law the index relies on (``feed`` of a later segment's
+    parts equals having read both segments in one pass).
+    """
+
+    done: MetricStats = field(default_factory=MetricStats)
+    block: int = -1
+    values: list[float] = field(default_factory=list)
+
+    def add(self, value: float, block: int) -> None:
+        """One value of a run whose line starts in ``block`` (blocks never decrease)."""
+        if block != self.block:
+            self._close(block)
+        self.values.append(value)
+
+    def feed(self, block: int, part: Part) -> None:
+        """A later block's raw values (possibly continuing the open block) or complete statistics."""
+        if type(part) is list:
+            if block != self.block:
+                self._close(block)
+            self.values.extend(part)
+        else:
+            self._close(-1)
+            self.done.merge(part)  # type: ignore[arg-type]
+
+    def _close(self, block: int) -> None:
+        if self.values:
+            self.done.merge(MetricStats.of(self.values))
+            self.values = []
+        self.block = block
+
+    def stats(self) -> MetricStats:
+        """The statistics of every value fed so far (the open block included, without closing it)."""
+        if not self.values:
+            return self.done.copy()
+        result = self.done.copy()
+        result.merge(MetricStats.of(self.values))
+        return result
+
+    def to_state(self) -> dict[str, object]:
+        return {"done": self.done.to_state(), "block": self.block, "values": self.values}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> MetricFold:
+        values = state["values"]
+        if str in set(map(type, values)):
+            values = list(map(_number, values))
+        return cls(MetricStats.from_state(state["done"]), int(state["block"]), list(values))
 
 
 @dataclass(slots=True)
@@ -146,33 +263,40 @@ class TopK:
 
     def ranked(self) -> list[tuple[float, int, str]]:
         """Best first, as (value, sequence, run_id)."""
-        sign = 1.0 if self.mode == "max" else -1.0
-        return [(sign * key, -neg_seq, run_id) for key, neg_seq, run_id in sorted(self.heap, reverse=True)]
+        ordered = sorted(self.heap, reverse=True)
+        if self.mode == "max":
+            return [(key, -neg_seq, run_id) for key, neg_seq, run_id in ordered]
+        return [(-key, -neg_seq, run_id) for key, neg_seq, run_id in ordered]  # ints stay ints
+
+    def to_state(self) -> list[list[object]]:
+        return [list(entry) for entry in self.heap]
+
+    @classmethod
+    def from_state(cls, k: int, mode: Mode, state: Iterable[Sequence[Any]]) -> TopK:
+        heap = [(key, int(neg_seq), str(run_id)) for key, neg_seq, run_id in state]
+        heapq.heapify(heap)
+        return cls(k, mode, heap)
 
 
 @dataclass(slots=True)
 class Summary:
-    """Run counts per status and per-metric statistics; mergeable like the reducers it holds."""
+    """Run counts per status and per-metric statistics (see :class:`MetricFold`)."""
 
     total: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
-    metrics: dict[str, MetricStats] = field(default_factory=dict)
+    metrics: dict[str, MetricFold] = field(default_factory=dict)
 
-    def add(self, run: Run) -> None:
+    def add(self, run: Run, position: int = -1) -> None:
+        """Count ``run``; ``position`` stands in for the offset of a run that was never written."""
         self.total += 1
         self.statuses[run.status] += 1
-        stats = self.metrics
+        block = (run.offset if run.offset >= 0 else max(position, 0)) >> BLOCK_SHIFT
+        folds = self.metrics
         for name, value in run.metrics.items():
-            entry = stats.get(name)
-            if entry is None:
-                entry = stats[name] = MetricStats()
-            entry.add(value)
-
-    def merge(self, other: Summary) -> None:
-        self.total += other.total
-        self.statuses.update(other.statuses)
-        for name, entry in other.metrics.items():
-            self.metrics.setdefault(name, MetricStats()).merge(entry)
+            fold = folds.get(name)
+            if fold is None:
+                fold = folds[name] = MetricFold()
+            fold.add(value, block)
 
 
 def top_runs(runs: Iterable[Run], metric: str, k: int, mode: Mode) -> list[Run]:
@@ -196,15 +320,18 @@ def top_runs(runs: Iterable[Run], metric: str, k: int, mode: Mode) -> list[Run]:
     return [by_id[run_id] for _, _, run_id in top.ranked()]
 
 
-def summarize(runs: Iterable[Run]) -> tuple[Summary, dict[str, tuple[Mode, Run]]]:
+Best = Mapping[str, tuple[Mode, str, float]]
+"""Per metric: (mode, run_id, value) of the best run, for metrics whose direction is known."""
+
+
+def summarize(runs: Iterable[Run]) -> tuple[Summary, dict[str, tuple[Mode, str, float]]]:
     """Fold a stream of runs into a :class:`Summary` plus the best run of every metric whose
     direction can be inferred from its name."""
     summary = Summary()
     modes: dict[str, Mode | None] = {}
     tops: dict[str, TopK] = {}
-    winners: dict[str, Run] = {}
     for seq, run in enumerate(runs):
-        summary.add(run)
+        summary.add(run, seq)
         position = run.offset if run.offset >= 0 else seq
         for name, value in run.metrics.items():
             top = tops.get(name)
@@ -214,28 +341,33 @@ def summarize(runs: Iterable[Run]) -> tuple[Summary, dict[str, tuple[Mode, Run]]
                     continue
                 top = tops[name] = TopK(1, mode)
             top.add(value, position, run.run_id)
-            if top.heap and top.heap[0][1] == -position:
-                winners[name] = run
-    return summary, {name: (tops[name].mode, run) for name, run in winners.items()}
+    best: dict[str, tuple[Mode, str, float]] = {}
+    for name, top in tops.items():
+        if top.heap:
+            value, _, run_id = top.ranked()[0]
+            best[name] = (top.mode, run_id, value)
+    return summary, best
 
 
 def summary_dict(
-    summary: Summary,
-    best: Mapping[str, tuple[Mode, Run]],
+    total: int,
+    statuses: Mapping[str, int],
+    stats: Mapping[str, MetricStats],
+    best: Best,
     corrupt: int,
 ) -> dict[str, object]:
     """The public shape of a summary (what ``--json`` prints)."""
     metrics: dict[str, object] = {}
-    for name in sorted(summary.metrics):
-        entry = summary.metrics[name].to_dict()
+    for name in sorted(stats):
+        entry = stats[name].to_dict()
         chosen = best.get(name)
         entry["mode"] = chosen[0] if chosen else None
-        entry["best_run_id"] = chosen[1].run_id if chosen else None
-        entry["best_value"] = chosen[1].metrics[name] if chosen else None
+        entry["best_run_id"] = chosen[1] if chosen else None
+        entry["best_value"] = chosen[2] if chosen else None
         metrics[name] = entry
     return {
-        "total_runs": summary.total,
+        "total_runs": total,
         "corrupt_lines": corrupt,
-        "statuses": dict(sorted(summary.statuses.items())),
+        "statuses": dict(sorted((k, v) for k, v in statuses.items() if v)),
         "metrics": metrics,
     }

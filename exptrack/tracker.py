@@ -15,10 +15,18 @@ from typing import Any
 
 from . import codec
 from .artifacts import ArtifactStore
-from .errors import CorruptStoreError, InvalidRecordError, NoRunsError, RunNotFoundError, StorageError
+from .errors import (
+    CorruptStoreError,
+    InvalidRecordError,
+    NoRunsError,
+    RunNotFoundError,
+    StorageError,
+    UnknownMetricError,
+)
+from .index import IndexStats, LogIndex, StaleIndexError, read_run_at
 from .journal import Journal
 from .logs import attach_store_log
-from .query import resolve_mode, summarize, summary_dict, top_runs
+from .query import Mode, infer_mode, resolve_mode, summarize, summary_dict, top_runs
 from .record import Run, build_run
 from .run import ActiveRun, MetricHistory, capture_file, read_history, recovered_extra
 from .scan import CorruptLine, LogScan, line_length
@@ -69,6 +77,7 @@ class ExperimentTracker:
         self._artifacts: ArtifactStore | None = None
         self._reported: set[int] = set()
         self.last_corrupt: list[CorruptLine] = []
+        self._index: LogIndex | None = None
         self.last_unchecked = 0  # valid runs without a checksum seen by the last complete scan
 
     @property
@@ -160,6 +169,25 @@ class ExperimentTracker:
         ``final`` decides whether an unterminated last line is reported as torn (True) or left
         pending (False); by default it is torn only when no writer holds the lock.
         """
+        index = self._indexed()
+        if index is None:
+            yield from self._scan_without_index(final)
+            return
+        # The index already knows which lines repeat an earlier run id: the scan needs no set of
+        # every id (memory stays constant), and it reads the same snapshot the index describes.
+        duplicates = {c.offset: c for c in index.corrupt if c.reason.startswith("duplicate run_id")}
+        scan = LogScan(str(self.runs_path), end=index.size_seen)
+        for item in scan:
+            if duplicates and type(item) is Run and item.offset in duplicates:
+                yield duplicates[item.offset]
+            else:
+                yield item
+        self.last_unchecked = index.unchecked
+        if scan.pending and (final if final is not None else self._tail_is_stable(scan)):
+            yield CorruptLine(scan.lines + 1, scan.end_offset, scan.pending, "torn tail (unterminated last line)")
+
+    def _scan_without_index(self, final: bool | None) -> Iterator[Run | CorruptLine]:
+        """The reader of last resort (the index failed): duplicates found with a set of ids."""
         scan = LogScan(str(self.runs_path))
         seen: dict[str, int] = {}
         for item in scan:
@@ -201,6 +229,12 @@ class ExperimentTracker:
         """
         if not run_id:
             raise RunNotFoundError(run_id, "an empty run id matches nothing")
+        index = self._indexed()
+        if index is not None:
+            try:
+                return self._get_indexed(index, run_id)
+            except StaleIndexError as exc:
+                self._index_failed(exc)
         matches: list[Run] = []
         for run in self.runs():
             if run.run_id == run_id:
@@ -228,6 +262,20 @@ class ExperimentTracker:
         chosen = resolve_mode(metric, mode)
         if k < 1:
             raise InvalidRecordError(f"k must be at least 1, not {k}", "k")
+        if where is None:
+            index = self._indexed()
+            entries = index.top(metric, chosen, k) if index is not None else None
+            if index is not None and entries is not None:
+                try:
+                    ranked = [self._read_indexed(offset, run_id) for _, offset, run_id in entries]
+                except StaleIndexError as exc:
+                    self._index_failed(exc)
+                else:
+                    if not ranked:
+                        if not index.runs:
+                            raise NoRunsError(f"no runs in {self.store}")
+                        raise UnknownMetricError(metric, sorted(index.folds))
+                    return ranked
         result = top_runs(self.runs(where=where), metric, k, chosen)
         if not result:
             self._raise_nothing_to_rank(metric, where)
@@ -235,14 +283,104 @@ class ExperimentTracker:
 
     def summary(self, *, where: Where = None) -> dict[str, Any]:
         """Total runs, corrupt lines, runs per status and per-metric count/min/max/mean/std/best."""
+        index = self._indexed() if where is None else None
+        if index is not None:
+            corrupt = self._indexed_corrupt(index)
+            self.last_corrupt = corrupt
+            best: dict[str, tuple[Mode, str, float]] = {}
+            for name in index.folds:
+                mode = infer_mode(name)
+                entries = index.top(name, mode, 1) if mode is not None else None
+                if mode is not None and entries:
+                    value, _, run_id = entries[0]
+                    best[name] = (mode, run_id, value)
+            result = summary_dict(index.runs, index.statuses, index.metric_stats(), best, len(corrupt))
+            result["unchecked_runs"] = index.unchecked
+            return result
         summary, best = summarize(self.runs(where=where))
-        result = summary_dict(summary, best, len(self.last_corrupt))
+        stats = {name: fold.stats() for name, fold in summary.metrics.items()}
+        result = summary_dict(summary.total, summary.statuses, stats, best, len(self.last_corrupt))
         result["unchecked_runs"] = self.last_unchecked
         return result
 
     def corrupt_lines(self) -> list[CorruptLine]:
         """Every line of the log that is not a valid run, with line number, offset and reason."""
+        index = self._indexed()
+        if index is not None:
+            return self._indexed_corrupt(index)
         return [item for item in self.scan() if type(item) is CorruptLine]
+
+    # -- the index -----------------------------------------------------------------------------
+
+    def refresh_index(self, progress: Callable[[int, int], None] | None = None) -> IndexStats:
+        """Bring the index (``<store>/.index``) up to date with the log and describe it.
+
+        Queries do this themselves; calling it first lets a caller show progress for a long
+        first read: ``progress(bytes_done, bytes_total)`` is called as the log is read.
+        """
+        index = self._indexed(progress)
+        if index is None:
+            raise StorageError(0, "index", self.store / ".index")
+        return index.stats()
+
+    def index_stats(self) -> IndexStats:
+        """What the index holds now (watermark, runs, corrupt lines...), without refreshing it."""
+        if self._index is None:
+            self._index = LogIndex(self.store, self.runs_path)
+        return self._index.stats()
+
+    def _indexed(self, progress: Callable[[int, int], None] | None = None) -> LogIndex | None:
+        """The index, refreshed; None if it cannot be used (queries then scan the log)."""
+        index = self._index
+        if index is None:
+            index = self._index = LogIndex(self.store, self.runs_path)
+        try:
+            new = index.refresh(progress)
+        except (OSError, StaleIndexError) as exc:
+            logger.warning("cannot use the index of %s (%s); scanning the log", self.runs_path, exc,
+                           extra=self._log_extra)
+            self._index = None
+            return None
+        for item in new:
+            self._report(item)
+        if self.strict and index.corrupt:
+            raise CorruptStoreError(f"{self.runs_path}: {index.corrupt[0]}")
+        return index
+
+    def _index_failed(self, exc: Exception) -> None:
+        logger.warning("the index of %s disagrees with the log (%s); rebuilding it", self.runs_path, exc,
+                       extra=self._log_extra)
+        if self._index is not None:
+            self._index.invalidate()
+
+    def _indexed_corrupt(self, index: LogIndex) -> list[CorruptLine]:
+        corrupt = list(index.corrupt)
+        pending = index.size_seen - index.watermark
+        if pending > 0 and self._tail_is_stable_at(index.watermark, pending):
+            corrupt.append(CorruptLine(index.lines + 1, index.watermark, pending, "torn tail (unterminated last line)"))
+            self._report(corrupt[-1])
+        return corrupt
+
+    def _read_indexed(self, offset: int, run_id: str) -> Run:
+        run = read_run_at(str(self.runs_path), offset)
+        if run.run_id != run_id:
+            raise StaleIndexError(f"the line at byte {offset} holds run {run.run_id}, not {run_id}")
+        return run
+
+    def _get_indexed(self, index: LogIndex, run_id: str) -> Run:
+        for offset in index.offsets_of(run_id):
+            run = read_run_at(str(self.runs_path), offset)
+            if run.run_id == run_id:
+                return run
+        matches = [read_run_at(str(self.runs_path), offset) for offset in index.prefix_offsets(run_id, 6)]
+        if any(not run.run_id.startswith(run_id) for run in matches):
+            raise StaleIndexError(f"the id map disagrees with the log for prefix {run_id!r}")
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            ids = ", ".join(r.run_id for r in matches[:5])
+            raise RunNotFoundError(run_id, f"run id prefix {run_id!r} is ambiguous: {ids}")
+        raise RunNotFoundError(run_id)
 
     # -- live runs, artifacts and recovery ------------------------------------------------------
 
@@ -414,6 +552,9 @@ class ExperimentTracker:
 
     def _tail_is_stable(self, scan: LogScan) -> bool:
         """An unterminated tail is torn, not pending, when no writer holds the lock right now."""
+        return self._tail_is_stable_at(scan.end_offset, scan.pending)
+
+    def _tail_is_stable_at(self, end_offset: int, pending: int) -> bool:
         from ._fs import fs
 
         try:
@@ -424,7 +565,7 @@ class ExperimentTracker:
             if not fs().try_lock(fd):
                 return False
             fs().unlock(fd)
-            return os.stat(self.runs_path).st_size == scan.end_offset + scan.pending
+            return os.stat(self.runs_path).st_size == end_offset + pending
         except OSError:
             return False
         finally:

@@ -229,6 +229,9 @@ class MetricFold:
         return cls(MetricStats.from_state(state["done"]), int(state["block"]), list(values))
 
 
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
 @dataclass(slots=True)
 class TopK:
     """The k best (value, sequence) pairs of one metric in one direction.
@@ -269,11 +272,16 @@ class TopK:
         return [(-key, -neg_seq, run_id) for key, neg_seq, run_id in ordered]  # ints stay ints
 
     def to_state(self) -> list[list[object]]:
-        return [list(entry) for entry in self.heap]
+        # A "min" key is the negated value: -(2**64 - 1) fits no JSON integer type, so an integer
+        # key outside the 64-bit range is written as its decimal text and read back exactly.
+        return [
+            [str(key) if type(key) is int and not _INT64_MIN <= key <= _UINT64_MAX else key, neg_seq, run_id]
+            for key, neg_seq, run_id in self.heap
+        ]
 
     @classmethod
     def from_state(cls, k: int, mode: Mode, state: Iterable[Sequence[Any]]) -> TopK:
-        heap = [(key, int(neg_seq), str(run_id)) for key, neg_seq, run_id in state]
+        heap = [(int(key) if type(key) is str else key, int(neg_seq), str(run_id)) for key, neg_seq, run_id in state]
         heapq.heapify(heap)
         return cls(k, mode, heap)
 

@@ -123,6 +123,19 @@ def test_top_runs_matches_a_sorted_reference_on_many_runs(tracker: ExperimentTra
         assert indices(tracker.top_runs("val_loss", k=k, mode="max")) == [i for _, i in by_max[:k]]
 
 
+def test_integer_metrics_at_the_64_bit_bounds_are_ranked_exactly(tracker: ExperimentTracker) -> None:
+    log_values(tracker, "loss", [2**64 - 1, -(2**63), 2**64 - 2, 0])
+    assert indices(tracker.top_runs("loss", k=4)) == [1, 3, 2, 0]
+    assert indices(tracker.top_runs("loss", k=4, mode="max")) == [0, 2, 3, 1]
+    assert tracker.best_run("loss").metrics["loss"] == -(2**63)
+    stats = tracker.summary()["metrics"]["loss"]
+    assert (stats["count"], stats["min"], stats["max"]) == (4, -(2**63), 2**64 - 1)
+    assert stats["best_value"] == -(2**63)
+    reopened = ExperimentTracker(tracker.store, durable=False)  # answers from what was saved
+    assert indices(reopened.top_runs("loss", k=4)) == [1, 3, 2, 0]
+    assert reopened.summary()["metrics"]["loss"]["best_value"] == -(2**63)
+
+
 def test_top_runs_refuses_k_below_one(tracker: ExperimentTracker) -> None:
     log_values(tracker, "accuracy", [0.5])
     with pytest.raises(ValueError, match="k"):

@@ -9,16 +9,18 @@ import json
 import math
 import pathlib
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exptrack import ExperimentTracker, InvalidRecordError, MissingMetricError, Run, codec
 from exptrack.codec import MAX_RECORD_BYTES
+from exptrack.logs import detach_store_log
 from exptrack.record import SCHEMA_VERSION, build_run
 
 ReadLines = Callable[[Path], list[bytes]]
@@ -89,13 +91,22 @@ def test_codec_round_trips_params_metrics_and_tags_exactly(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(params=params_strategy, metrics=metrics_strategy)
-def test_tracker_round_trips_through_the_log(store: Path, params: dict[str, object], metrics: dict[str, float]) -> None:
-    tracker = ExperimentTracker(store, durable=False)
-    logged = tracker.log_run(params=params, metrics=metrics)
-    again = tracker.get_run(logged.run_id)
-    assert_same_json(dict(again.params), params)
-    assert_same_json(dict(again.metrics), metrics)
-    assert tracker.last_corrupt == []
+@example(params={"big": INT_MAX, "small": INT_MIN}, metrics={"high": INT_MAX, "low": INT_MIN, "nan": math.nan})
+def test_tracker_round_trips_through_the_log(
+    tmp_path: Path, params: dict[str, object], metrics: dict[str, float]
+) -> None:
+    store = Path(tempfile.mkdtemp(dir=tmp_path))  # a fresh store per example: failures shrink
+    try:
+        tracker = ExperimentTracker(store, durable=False)
+        logged = tracker.log_run(params=params, metrics=metrics)
+        again = tracker.get_run(logged.run_id)
+        assert_same_json(dict(again.params), params)
+        assert_same_json(dict(again.metrics), metrics)
+        assert tracker.last_corrupt == []
+        assert tracker.summary()["total_runs"] == 1
+        tracker.close()
+    finally:
+        detach_store_log(str(store))
 
 
 @pytest.mark.parametrize(

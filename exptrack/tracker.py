@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import codec
 from .artifacts import ArtifactStore
@@ -30,6 +30,9 @@ from .query import Mode, infer_mode, resolve_mode, summarize, summary_dict, top_
 from .record import Run, build_run
 from .run import ActiveRun, MetricHistory, capture_file, read_history, recovered_extra
 from .scan import CorruptLine, LogScan, line_length
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -309,6 +312,20 @@ class ExperimentTracker:
         if index is not None:
             return self._indexed_corrupt(index)
         return [item for item in self.scan() if type(item) is CorruptLine]
+
+    def to_pandas(self, where: Where = None) -> pd.DataFrame:
+        """The runs (those matching ``where``) as a pandas DataFrame, one row per run.
+
+        Columns: ``run_id``, ``timestamp``, ``status``, ``tags``, then ``metrics.<name>``
+        (``float64``; NaN where a run lacks the metric) and ``params.<name>`` (nested params
+        flattened to dotted names), as ``exptrack export --format csv`` writes them.
+
+        Raises:
+            MissingDependencyError (an ``ImportError``): pandas is not installed.
+        """
+        from .export import to_pandas
+
+        return to_pandas(self.runs(where=where))
 
     # -- the index -----------------------------------------------------------------------------
 

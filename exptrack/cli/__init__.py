@@ -3,6 +3,7 @@
 from . import (
     check,  # noqa: F401
     core,  # noqa: F401 - registers the commands on the group
+    export,  # noqa: F401
     repro,  # noqa: F401
 )
 from ._app import cli, main

@@ -1,0 +1,133 @@
+"""``exptrack export``: every run (or those matching ``--where``) as CSV, JSON Lines or Parquet."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, cast
+
+import click
+
+from ..export import FORMATS, ExportFormat, Progress, RunSource, export_runs
+from ..record import Run
+from ..tracker import ExperimentTracker
+from ..where import compile_where
+from ._app import _open, cli, where_option
+
+
+@cli.command()
+@click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default=None,
+              help="csv (flat, default), jsonl (records as stored) or parquet (flat; needs pyarrow). "
+                   "Default: from the -o file's extension, else csv.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
+              help="File to write (replaced atomically when complete). Default: stdout.")
+@where_option
+@click.pass_context
+def export(ctx: click.Context, fmt: str | None, output: Path | None, where: str | None) -> None:
+    """Export runs as CSV, JSON Lines or Parquet, streaming in constant memory.
+
+    CSV and Parquet have one row per run: run_id, timestamp, status, tags, then metrics.NAME and
+    params.NAME columns.  A progress bar is shown on a terminal (never when the output is piped).
+    """
+    to_stdout = output is None or str(output) == "-"
+    chosen = cast("ExportFormat", fmt or _format_from_suffix(None if to_stdout else output))
+    tracker = _open(ctx)
+    if chosen == "parquet" and to_stdout and _isatty(sys.stdout):
+        raise click.UsageError("Parquet is binary: pass -o FILE or redirect stdout to a file")
+    if where:
+        compile_where(where)  # a FilterSyntaxError exits 1 here, before any file is created
+
+    def source() -> Iterator[Run]:
+        return tracker.runs(where=where)
+
+    size = _log_size(tracker)
+    show = _isatty(sys.stderr) and (not to_stdout or _isatty(sys.stdout))
+    with click.progressbar(length=max(size, 1), label="exporting", file=sys.stderr, hidden=not show) as bar:
+        done = 0
+
+        def progress(position: int, total: int) -> None:
+            nonlocal done
+            if bar.length != total:
+                bar.length = max(total, 1)
+            bar.update(position - done)
+            done = position
+
+        report: Progress | None = progress if show else None
+        if to_stdout:
+            try:
+                count = _export_to_stdout(source, chosen, report, size)
+            except BrokenPipeError:
+                _quiet_stdout()  # the reader stopped early (| head): not an error worth a message
+                ctx.exit(1)
+        else:
+            assert output is not None
+            count = _export_to_file(source, chosen, output, report, size)
+    if show:
+        target = "stdout" if to_stdout else str(output)
+        click.echo(f"exported {count} run(s) to {target}", err=True)
+
+
+def _quiet_stdout() -> None:
+    # Point stdout at /dev/null so the interpreter's final flush cannot raise BrokenPipeError again.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _format_from_suffix(output: Path | None) -> ExportFormat:
+    suffix = output.suffix.lower().lstrip(".") if output is not None else ""
+    aliases: dict[str, ExportFormat] = {"csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl",
+                                        "parquet": "parquet", "pq": "parquet"}
+    return aliases.get(suffix, "csv")
+
+
+def _isatty(stream: IO[str] | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+def _log_size(tracker: ExperimentTracker) -> int:
+    try:
+        return os.stat(tracker.runs_path).st_size
+    except OSError:
+        return 0
+
+
+def _export_to_stdout(source: RunSource, fmt: ExportFormat, progress: Progress | None, size: int) -> int:
+    sys.stdout.flush()
+    out: IO[bytes] = sys.stdout.buffer
+    if fmt != "parquet":
+        count = export_runs(source, fmt, out, progress=progress, size=size)
+        out.flush()
+        return count
+    # A Parquet footer points back into the file, so it is written to a real file, then copied.
+    with tempfile.TemporaryFile() as spool:
+        count = export_runs(source, fmt, spool, progress=progress, size=size)
+        spool.seek(0)
+        shutil.copyfileobj(spool, out, 1 << 20)
+    out.flush()
+    return count
+
+
+def _export_to_file(source: RunSource, fmt: ExportFormat, output: Path, progress: Progress | None, size: int) -> int:
+    # Write beside the target and rename when complete: a failed export never leaves half a file
+    # where a complete one is expected, and never destroys the previous export.
+    directory = output.parent if str(output.parent) else Path(".")
+    handle = tempfile.NamedTemporaryFile(dir=directory, prefix=f".{output.name}.", suffix=".tmp", delete=False)  # noqa: SIM115
+    try:
+        with handle:
+            count = export_runs(source, fmt, handle, progress=progress, size=size)
+        os.replace(handle.name, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(handle.name)
+        raise
+    return count

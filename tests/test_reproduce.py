@@ -189,6 +189,24 @@ def test_changed_tracked_file_is_diffed_reported_and_restored(repo: Path, store_
     assert git(repo, "stash", "list") != ""  # nothing was thrown away: it was stashed
 
 
+def test_patch_goes_to_a_temporary_directory_when_the_store_cannot_take_it(repo: Path, store: Path) -> None:
+    (repo / "train.py").write_text("LEARNING_RATE = 0.6\n")
+    run = log_run(store, 0.6)
+    git(repo, "checkout", "--", "train.py")
+    (store / "patches").write_text("a file where the directory would go\n")
+    code, data = report(store, run.run_id)
+    assert code == 3
+    (apply,) = [step for step in data["steps"] if step.startswith("git apply ")]  # type: ignore[union-attr]
+    patch = Path(apply.removeprefix("git apply "))
+    assert store not in patch.parents
+    assert patch.read_bytes() == ExperimentTracker(store).load_artifact(run.run_id, "code.patch")
+    try:
+        restore(data["steps"])  # type: ignore[arg-type]
+    finally:
+        shutil.rmtree(patch.parent)
+    assert (repo / "train.py").read_text() == "LEARNING_RATE = 0.6\n"
+
+
 def test_new_commit_is_reported_and_restored_by_checkout(repo: Path, store: Path) -> None:
     first = log_run(store, 0.1)
     (repo / "train.py").write_text("LEARNING_RATE = 0.3\n")

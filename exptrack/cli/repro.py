@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import click
@@ -77,8 +78,14 @@ def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, 
     if (run.extra.get("artifacts") or {}).get("code.patch"):
         # Not the working tree: a new untracked file there would itself make the checkout "dirty".
         directory = patch_dir if patch_dir is not None else tracker.store / "patches"
-        directory.mkdir(parents=True, exist_ok=True)
-        patch = write_patch(tracker, run, directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            patch = write_patch(tracker, run, directory)
+        except OSError:
+            if patch_dir is not None:
+                raise  # the place the user asked for
+            # a store that can be read but not written (a colleague's, a read-only mount)
+            patch = write_patch(tracker, run, tempfile.mkdtemp(prefix="exptrack-patch-"))
     report = reproduce(tracker, run, patch_file=patch)
     if as_json:
         _echo_json(report.to_dict())

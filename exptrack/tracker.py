@@ -576,8 +576,11 @@ class ExperimentTracker:
 
         try:
             fd = os.open(str(self.runs_path) + ".lock", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return True  # no lock file: nobody has ever written through exptrack's lock
+        except OSError:  # no lock file: no exptrack writer yet, but another tool may be writing
+            try:
+                return os.stat(self.runs_path).st_size == end_offset + pending
+            except OSError:
+                return False
         try:
             if not fs().try_lock(fd):
                 return False

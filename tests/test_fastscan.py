@@ -1,0 +1,251 @@
+"""The fast reader finds exactly what ``LogScan`` finds: same runs, same statistics, same heaps,
+same corrupt-line report, on ordinary lines and on every kind of line that must leave its fast path."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import zlib
+from collections import Counter
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exptrack import codec, fastscan, scan
+from exptrack.fastscan import Segment, id_from_key, id_key, scan_range
+from exptrack.query import BLOCK_SHIFT, MetricFold, TopK
+from exptrack.record import Run, build_run
+from exptrack.scan import CorruptLine, LogScan
+
+STAMP = "2026-01-01T00:00:00.000000Z"
+
+
+def line(run_id: str = "", **fields: Any) -> bytes:
+    fields.setdefault("metrics", {"accuracy": 0.5})
+    return codec.encode(build_run(run_id=run_id or None, timestamp=STAMP, **fields))
+
+
+def forged(**fields: Any) -> bytes:
+    """A checksummed line around a record that validation would refuse (``Run`` skips it)."""
+    base: dict[str, Any] = {"run_id": "forged", "timestamp": STAMP, "params": {}, "metrics": {"accuracy": 0.5}}
+    base.update(fields)
+    return codec.encode(Run(**base))
+
+
+def with_crc(payload: bytes) -> bytes:
+    """``payload`` (a JSON object) checksummed the way ``codec.encode`` does it."""
+    return b'%b,"crc":"%08x"}\n' % (payload[:-1], zlib.crc32(payload))
+
+
+def reference(path: Path, start: int = 0, end: int | None = None) -> dict[str, Any]:
+    """Everything a segment reports, computed from ``LogScan`` one run at a time."""
+    reader = LogScan(str(path), start=start, end=end)
+    statuses: Counter[str] = Counter()
+    folds: dict[str, MetricFold] = {}
+    tops: dict[str, tuple[TopK, TopK]] = {}
+    corrupt: list[CorruptLine] = []
+    ids: list[tuple[str, int]] = []
+    for item in reader:
+        if isinstance(item, CorruptLine):
+            corrupt.append(CorruptLine(item.line, item.offset, item.length, item.reason))
+            continue
+        statuses[item.status] += 1
+        ids.append((item.run_id, item.offset))
+        for name, value in item.metrics.items():
+            folds.setdefault(name, MetricFold()).add(value, item.offset >> BLOCK_SHIFT)
+            high, low = tops.setdefault(name, (TopK(fastscan.TOP_K, "max"), TopK(fastscan.TOP_K, "min")))
+            high.add(value, item.offset, item.run_id)
+            low.add(value, item.offset, item.run_id)
+    return {
+        "statuses": dict(statuses), "corrupt": corrupt, "unchecked": reader.unchecked, "lines": reader.lines,
+        "end": reader.end_offset, "ids": ids,
+        "stats": {name: fold.stats() for name, fold in folds.items()},
+        "top": {name: (high.ranked(), low.ranked()) for name, (high, low) in tops.items()},
+    }
+
+
+def digest(segment: Segment) -> dict[str, Any]:
+    folds: dict[str, MetricFold] = {}
+    tops = {}
+    for name, part in segment.metrics.items():
+        fold = folds[name] = MetricFold()
+        for block, values in part.blocks:
+            fold.feed(block, values)
+        tops[name] = (TopK(fastscan.TOP_K, "max", list(part.top_max)).ranked(),
+                      TopK(fastscan.TOP_K, "min", list(part.top_min)).ranked())
+    keys = bytes(segment.ids).split(b"\n")[:-1]
+    assert [fastscan.id_hash(key) for key in keys] == list(segment.hashes)
+    return {
+        "statuses": {k: v for k, v in segment.statuses.items() if v}, "corrupt": segment.corrupt,
+        "unchecked": segment.unchecked, "lines": segment.lines, "end": segment.end,
+        "ids": [(id_from_key(key), offset) for key, offset in zip(keys, segment.offsets)],
+        "stats": {name: fold.stats() for name, fold in folds.items()}, "top": tops,
+    }
+
+
+def assert_same(expected: dict[str, Any], got: dict[str, Any]) -> None:
+    for key, want in expected.items():
+        left, right = want, got[key]
+        if key == "stats":  # NaN-safe comparison of the dataclasses
+            left = {name: repr(value) for name, value in want.items()}
+            right = {name: repr(value) for name, value in got[key].items()}
+        assert left == right, key
+
+
+TRICKY = [
+    line("plain", params={"model": "rf", "lr": 0.1}, metrics={"accuracy": 0.9, "loss": 0.2}, tags=["a", "b=c"]),
+    line("nonfinite", metrics={"loss": math.nan, "gain": math.inf, "drop": -math.inf, "accuracy": 0.1}),
+    line("ints", metrics={"epochs": 3, "accuracy": 1}, status="failed"),
+    line("unicode-é", params={"modèle": "forêt"}, metrics={"précision": 0.7, "accuracy": 0.3}, tags=["ü"]),
+    line("escaped-key", metrics={'odd"name\\': 0.25, "new\nline": 1.5}),
+    line("metrics-in-params", params={"note": '},"metrics":{"accuracy":1.0},"tags":["x"]'},
+         metrics={"accuracy": 0.2}),
+    line("nested-params", params={"cfg": {"a": 1}, "metrics": {"accuracy": 1.0}, "tags": ["x"], "z": 1},
+         metrics={"accuracy": 0.4}),
+    line("brace-in-param", params={"fmt": "{x}"}, metrics={"accuracy": 0.45}),
+    line("bracket-tag", tags=['a],"b', "plain"], metrics={"accuracy": 0.35}),
+    line("sections", metrics={"accuracy": 0.6}, extra={"code": {"diff": 'a "quoted"\\path'}, "note": "x"}),
+    line("empty", params={}, metrics={}),
+    line("no-tags", metrics={"accuracy": 0.65}),
+    line("backslash-id\\x", metrics={"accuracy": 0.66}),
+    line("tab\tid", metrics={"accuracy": 0.67}),
+    line("quote\"id", status="killed", metrics={"accuracy": 0.68}),
+    b'{"run_id":"unchecked","params":{},"metrics":{"accuracy":0.99}}\n',
+    b'{"schema":1,"run_id":"unchecked-2","timestamp":"t","status":"killed","params":{},"metrics":{"\\u00e9":2}}\n',
+    line("crlf", metrics={"accuracy": 0.55})[:-1] + b"\r\n",
+    line("bad-crc", metrics={"accuracy": 0.12345})[:-3] + b'0"}\n',
+    b'{"run_id": "half\n',
+    b"\n",
+    b"   \n",
+    b"\0\0\0\0\n",
+    b"not json at all\n",
+    b'{"schema":1,"run_id":"bad-utf8","params":{"x":"\xff"},"metrics":{}}\n',
+    with_crc(b'{"schema":1,"run_id":"crc-utf8","timestamp":"t","status":"finished","params":{"x":"\xc3"},'
+             b'"metrics":{"accuracy":0.1},"tags":[]}'),
+    forged(metrics={"accuracy": "high"}),
+    forged(metrics={"accuracy": "NaN", "loss": "Infinity"}),
+    forged(tags=("ok", 1)),
+    forged(run_id=""),
+    forged(status=3),
+    forged(params=[1, 2]),
+    forged(extra={"schema": 9}),
+    with_crc(b'{"schema":2,"run_id":"future","timestamp":"t","status":"finished","params":{},"metrics":{},'
+             b'"tags":[]}'),
+    line("sparse", metrics={"only_here": 7.0}),
+    line("plain-2", params={"model": "svm"}, metrics={"accuracy": 0.9, "loss": 0.2}, tags=["a"]),
+]
+
+
+def write(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 97], ids=["one-chunk", "lines-straddle-chunks"])
+def test_tricky_lines_read_the_same_as_log_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    monkeypatch.setattr(scan, "CHUNK_BYTES", chunk)
+    path = write(tmp_path / "runs.jsonl", [*TRICKY, b'{"torn": tail'])
+    expected = reference(path)
+    assert len(expected["corrupt"]) >= 12  # the fixture covers both kinds
+    assert len(expected["ids"]) >= 15
+    assert_same(expected, digest(scan_range(str(path), 0, path.stat().st_size)))
+
+
+@pytest.mark.parametrize("tricky", TRICKY, ids=range(len(TRICKY)))
+def test_each_tricky_line_between_ordinary_ones_reads_the_same(tmp_path: Path, tricky: bytes) -> None:
+    # one at a time: a line that sends a whole range to the careful reader must not hide another
+    ordinary = [line(f"ordinary-{i}", metrics={"accuracy": i / 4}, tags=["t"]) for i in range(3)]
+    path = write(tmp_path / "runs.jsonl", [ordinary[0], tricky, *ordinary[1:]])
+    assert_same(reference(path), digest(scan_range(str(path), 0, path.stat().st_size)))
+
+
+def test_unusual_metric_value_types_fall_back_to_line_by_line_reading(tmp_path: Path) -> None:
+    ordinary = [line(f"r{i}", metrics={"accuracy": i / 10}) for i in range(5)]
+    path = write(tmp_path / "runs.jsonl", [*ordinary[:2], forged(metrics={"accuracy": True}),
+                                             forged(metrics={"accuracy": None}), *ordinary[2:]])
+    expected = reference(path)
+    assert [c.reason for c in expected["corrupt"]] == ["metric 'accuracy' is not a number"] * 2
+    assert_same(expected, digest(scan_range(str(path), 0, path.stat().st_size)))
+
+
+def test_over_long_lines_are_skipped_exactly_as_log_scan_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scan, "MAX_RECORD_BYTES", 4096)
+    monkeypatch.setattr(scan, "CHUNK_BYTES", 1024)
+    long_line = b'{"run_id":"huge","pad":"' + b"x" * 20_000 + b'"}\n'
+    path = write(tmp_path / "runs.jsonl", [line("a"), long_line, line("b"), long_line, line("c")])
+    expected = reference(path)
+    assert len(expected["corrupt"]) == 2
+    assert_same(expected, digest(scan_range(str(path), 0, path.stat().st_size)))
+
+
+def many_lines(count: int, seed: int = 0) -> list[bytes]:
+    lines = []
+    for i in range(count):
+        value = ((i * 7919 + seed) % 1000) / 1000
+        metrics: dict[str, float] = {"accuracy": value, "loss": 1 - value}
+        if i % 97 == 0:
+            metrics["loss"] = math.nan
+        if i % 13 == 0:
+            metrics = {"epochs": i % 5}
+        lines.append(line(f"run-{seed}-{i:06d}", params={"i": i, "pad": "p" * 300}, metrics=metrics,
+                          tags=["sweep"], status="failed" if i % 11 == 0 else "finished"))
+        if i % 501 == 0:
+            lines.append(b"garbage line\n")
+    return lines
+
+
+def test_segments_cut_at_block_boundaries_merge_to_the_single_pass_answer(tmp_path: Path) -> None:
+    path = write(tmp_path / "runs.jsonl", many_lines(3000))  # ~1.3 MB: several statistics blocks
+    size = path.stat().st_size
+    cuts = fastscan.split_points(str(path), 0, size, 4)
+    assert len(cuts) == 5
+    assert all(cut % (1 << BLOCK_SHIFT) < 1000 for cut in cuts[1:-1])  # just after a block boundary
+    merged = scan_range(str(path), cuts[0], cuts[1])
+    for lo, hi in pairwise(cuts[1:]):
+        merged.merge(scan_range(str(path), lo, hi))
+    expected = reference(path)
+    assert_same(expected, digest(merged))
+    assert_same(expected, digest(scan_range(str(path), 0, size)))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.lists(st.sampled_from(TRICKY), max_size=25), chunk=st.sampled_from([64, 333, 1 << 20]))
+def test_any_mix_of_tricky_lines_reads_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, items: list[bytes], chunk: int
+) -> None:
+    monkeypatch.setattr(scan, "CHUNK_BYTES", chunk)
+    path = write(tmp_path / "mix.jsonl", items)
+    assert_same(reference(path), digest(scan_range(str(path), 0, path.stat().st_size)))
+
+
+def test_id_keys_round_trip_and_never_hold_a_newline() -> None:
+    for run_id in ["plain", "with\nnewline", "back\\slash", "\\n", "é", "a\\\nb"]:
+        key = id_key(run_id)
+        assert b"\n" not in key
+        assert id_from_key(key) == run_id
+
+
+_CHILD = """
+import sys
+from exptrack import fastscan
+fastscan.PARALLEL_MIN_BYTES = 0
+segment = fastscan.scan_parallel(sys.argv[1], 0, int(sys.argv[2]), workers=3)
+print(segment.runs, segment.lines, len(segment.corrupt), segment.hashes.tobytes().hex()[:64])
+"""
+
+
+def test_parallel_read_in_forked_children_merges_to_the_same_segment(tmp_path: Path) -> None:
+    # a fresh interpreter: the test process may have threads, and then fastscan does not fork
+    path = write(tmp_path / "runs.jsonl", many_lines(2500, seed=3))
+    size = path.stat().st_size
+    single = scan_range(str(path), 0, size)
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(size)], capture_output=True, text=True,
+                          timeout=120, check=True)  # the timeout is only a hang guard
+    runs, lines, corrupt, head = done.stdout.split()
+    assert (int(runs), int(lines), int(corrupt)) == (single.runs, single.lines, len(single.corrupt))
+    assert head == single.hashes.tobytes().hex()[:64]

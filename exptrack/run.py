@@ -128,6 +128,9 @@ class ActiveRun:
         self._steps: dict[str, int] = {}
         self._stepped: set[str] = set()
         self._history_lock = threading.Lock()
+        # The process that owns the run: a forked worker that logs a param must not put its own
+        # pid in the marker, or recover() would log the run as killed once the worker exits.
+        self._pid = os.getpid()
         self._live = False  # capture done and saved: later changes are copied into the marker
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -316,7 +319,7 @@ class ActiveRun:
     def _write_marker(self) -> None:
         """Write the marker ``recover()`` reads: small, since params and artifacts rewrite it."""
         marker: dict[str, object] = {
-            "run_id": self.run_id, "timestamp": self.timestamp, "pid": os.getpid(),
+            "run_id": self.run_id, "timestamp": self.timestamp, "pid": self._pid,
             "host": socket.gethostname(), "params": self.params, "tags": self.tags,
         }
         if self.artifacts:
@@ -353,7 +356,13 @@ class ActiveRun:
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return
 
+        owner = self._pid
+
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            if os.getpid() != owner:  # a forked worker inherited the handler: die as it would have
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             raise RunKilledError(f"received signal {signum} (SIGTERM)")
 
         self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)

@@ -44,6 +44,32 @@ CHILD = textwrap.dedent(
 )
 
 
+# A child whose run forks a worker: the worker updates the marker, then is sent SIGTERM.
+FORKING_CHILD = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    from exptrack import ExperimentTracker
+
+    tracker = ExperimentTracker(sys.argv[1])
+    with tracker.start_run({"lr": 0.5}, capture=False) as run:
+        marker = tracker.store / "active" / f"{run.run_id}.json"
+        worker = os.fork()
+        if worker == 0:
+            run.log_param("worker", 1)
+            time.sleep(60)
+            os._exit(0)
+        deadline = time.monotonic() + 30  # hang guard
+        while "worker" not in json.loads(marker.read_bytes())["params"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        owner = json.loads(marker.read_bytes())["pid"]
+        os.kill(worker, signal.SIGTERM)
+        _, status = os.waitpid(worker, 0)
+        died_by = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        print(json.dumps({"run_id": run.run_id, "owner": owner, "me": os.getpid(), "died_by": died_by}))
+    """
+)
+
+
 @pytest.fixture
 def tracker(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ExperimentTracker]:
     """A tracker whose runs start in an empty directory outside any repository."""
@@ -55,8 +81,12 @@ def tracker(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
         yield tracker
 
 
+def child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
 def start_child(store: Path) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = child_env()
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(store)],
         stdout=subprocess.PIPE,
@@ -286,6 +316,19 @@ def test_sigkilled_child_keeps_its_history_and_recover_logs_it_once(store: Path)
         assert tracker.recover() == []
         assert ExperimentTracker(store).recover() == []
         assert [r.run_id for r in tracker.runs()] == [run_id]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_worker_neither_claims_the_run_nor_catches_its_sigterm(store: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", FORKING_CHILD, str(store)], capture_output=True, text=True,
+                          env=child_env(), timeout=HANG_GUARD, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["owner"] == result["me"]  # the marker still names the run's own process
+    assert result["died_by"] == signal.SIGTERM  # the worker died by the signal, no exception
+    with ExperimentTracker(store) as tracker:
+        assert tracker.recover() == []
+        assert tracker.get_run(result["run_id"]).status == "finished"
 
 
 def test_recover_leaves_a_live_run_alone(tracker: ExperimentTracker) -> None:

@@ -405,7 +405,7 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def bench_size(n: int, store: Path, peers: list[str], reps: int, budget: float,
+def bench_size(n: int, store: Path, peers: list[str], reps: int, budget: float, quick: bool,
                rows: list[list[object]], matrix: dict[tuple[str, str, int], float],
                memory: list[list[object]], problems: list[str]) -> None:
     path = store / "runs.jsonl"
@@ -448,9 +448,10 @@ def bench_size(n: int, store: Path, peers: list[str], reps: int, budget: float,
     )
 
     memory.append([tag, "before the queries", "-", f"{size_mb:,.0f} MiB file", None, None])
-    for label, query, is_cold in (("filtered top-10 (streaming)", "filtered", False),
-                                  ("cold best (no index)", "best", True),
-                                  ("warm summary", "summary", False)):
+    probes = (("filtered top-10 (streaming)", "filtered", False),
+              ("cold best (no index)", "best", True),
+              ("warm summary", "summary", False))
+    for label, query, is_cold in probes[:1] if quick else probes:
         baseline, peak = rss(store, query, is_cold)
         memory.append([tag, label, "exptrack", "", peak, peak - baseline])
 
@@ -537,7 +538,7 @@ def main() -> int:
             shutil.rmtree(store, ignore_errors=True)
             store.mkdir()
             shutil.copyfile(base / "runs.jsonl", store / "runs.jsonl")
-            bench_size(n, store, peers, reps, args.budget, rows, matrix, memory, problems)
+            bench_size(n, store, peers, reps, args.budget, args.quick, rows, matrix, memory, problems)
             shutil.rmtree(store, ignore_errors=True)
     finally:
         if not args.workdir:

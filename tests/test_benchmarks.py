@@ -1,0 +1,46 @@
+"""The benchmark scripts still run: each in ``--quick`` mode, checking its table, never its timings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+HANG_GUARD = 300.0  # seconds; a quick benchmark that takes longer is hung, not slow
+
+
+def run_quick(script: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--quick"],
+        capture_output=True, text=True, timeout=HANG_GUARD, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        pytest.param(
+            "write_throughput.py",
+            ["flush-only", "durable", "single", "batched", "exptrack", "raw O_APPEND (limit)",
+             "1 procs", "2 procs", "4 procs", "8 procs", "runs/s median", "every case verified", ": yes"],
+            id="write_throughput",
+        ),
+        pytest.param(
+            "query_history.py",
+            ["best accuracy", "top-10 val_loss", "summary", "filtered top-10", "exptrack cold (no index)",
+             "exptrack warm (index)", "exptrack after +1000 runs", "stdlib json loop",
+             "read the file's bytes (raw limit)", "2,000 runs", "10,000 runs", "Peak RSS", "answers agree: yes"],
+            id="query_history",
+        ),
+    ],
+)
+def test_benchmark_quick_mode_prints_its_table(script: str, expected: list[str]) -> None:
+    output = run_quick(script)
+    assert output.startswith("exptrack "), output  # the environment line comes first
+    missing = [text for text in expected if text not in output]
+    assert not missing, f"{missing} not in:\n{output}"

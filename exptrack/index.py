@@ -97,15 +97,15 @@ def fingerprint(fd: int, watermark: int) -> str:
         return ""
     read = fs().pread
     spans = [(0, min(_HEAD_BYTES, watermark)), (max(0, watermark - _TAIL_BYTES), watermark)]
-    spans += [(watermark * i // (_SAMPLES + 1), _SAMPLE_BYTES) for i in range(1, _SAMPLES + 1)]
     crcs = []
-    for start, length in spans[:2]:
-        data = read(fd, length - start if start else length, start)
+    for start, stop in spans[:2]:
+        data = read(fd, stop - start, start)
         crcs.append(zlib.crc32(data))
-        if start and not data.endswith(b"\n"):
-            return "mid-line"
-    for start, length in spans[2:]:
-        crcs.append(zlib.crc32(read(fd, min(length, watermark - start), start)))
+    if not data.endswith(b"\n"):  # the bytes just before the watermark: a line must end there
+        return "mid-line"
+    for i in range(1, _SAMPLES + 1):
+        start = watermark * i // (_SAMPLES + 1)
+        crcs.append(zlib.crc32(read(fd, min(_SAMPLE_BYTES, watermark - start), start)))
     return "".join(f"{crc:08x}" for crc in crcs)
 
 
@@ -417,7 +417,7 @@ class LogIndex:
         if info.st_size < self.watermark:
             return f"the log shrank below the index watermark ({info.st_size} < {self.watermark})"
         actual = fingerprint(fd, self.watermark)
-        if actual != self._fingerprint:
+        if actual != self._fingerprint or actual == "mid-line":
             return "the index points mid-line" if actual == "mid-line" else "the log was rewritten before the watermark"
         return ""
 

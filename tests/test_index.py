@@ -1,0 +1,449 @@
+"""The persistent index: stale or foreign indexes are detected and rebuilt, answers never change.
+
+Every test compares the tracker's answers with a reference computed by a plain rescan of the log
+(``LogScan`` plus a set of ids), the way exptrack answered before it had an index.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exptrack import CorruptLine, ExperimentTracker, NoRunsError, RunNotFoundError, UnknownMetricError, codec, fastscan
+from exptrack._fs import FileSystem, install
+from exptrack.fastscan import TOP_K
+from exptrack.index import INDEX_DIR, INDEX_FILE, fingerprint
+from exptrack.logs import detach_store_log
+from exptrack.query import summarize, summary_dict, top_runs
+from exptrack.record import Run, build_run
+from exptrack.scan import LogScan
+
+STAMP = "2026-01-01T00:00:00.000000Z"
+METRICS = ("accuracy", "val_loss", "epochs")
+
+
+def line_for(run_id: str, **fields: Any) -> bytes:
+    return codec.encode(build_run(run_id=run_id, timestamp=STAMP, **fields))
+
+
+def rescan(store: Path) -> tuple[list[Run], list[CorruptLine]]:
+    """Valid runs and corrupt lines by a full scan, duplicates found with a dict of every id."""
+    runs: list[Run] = []
+    corrupt: list[CorruptLine] = []
+    seen: dict[str, int] = {}
+    reader = LogScan(str(store / "runs.jsonl"))
+    for item in reader:
+        if isinstance(item, CorruptLine):
+            corrupt.append(item)
+            continue
+        first = seen.setdefault(item.run_id, reader.lines)
+        if first == reader.lines:
+            runs.append(item)
+        else:
+            length = (store / "runs.jsonl").read_bytes()[item.offset :].index(b"\n")
+            corrupt.append(CorruptLine(reader.lines, item.offset, length,
+                                       f"duplicate run_id {item.run_id} (first at line {first})"))
+    corrupt.sort(key=lambda c: c.line)
+    return runs, corrupt
+
+
+def expected_answers(store: Path) -> dict[str, Any]:
+    runs, corrupt = rescan(store)
+    summary, best = summarize(runs)
+    stats = {name: fold.stats() for name, fold in summary.metrics.items()}
+    answers: dict[str, Any] = {
+        "summary": codec.dumps(summary_dict(summary.total, summary.statuses, stats, best, len(corrupt))),
+        "corrupt": [(c.line, c.offset, c.length, c.reason) for c in corrupt],
+    }
+    for metric in METRICS:
+        for k in (1, 3, TOP_K + 20):
+            ranked = top_runs(runs, metric, k, "min" if metric == "val_loss" else "max")
+            answers[f"top {metric} {k}"] = [run.run_id for run in ranked] or "nothing"
+    return answers
+
+
+def ranked_ids(tracker: ExperimentTracker, metric: str, k: int) -> list[str] | str:
+    try:
+        ranked = tracker.top_runs(metric, k, mode="min" if metric == "val_loss" else "max")
+    except (NoRunsError, UnknownMetricError):
+        return "nothing"
+    return [run.run_id for run in ranked]
+
+
+def answers(tracker: ExperimentTracker) -> dict[str, Any]:
+    summary = tracker.summary()
+    summary.pop("unchecked_runs")
+    result: dict[str, Any] = {
+        "summary": codec.dumps(summary),
+        "corrupt": [(c.line, c.offset, c.length, c.reason) for c in tracker.corrupt_lines()],
+    }
+    for metric in METRICS:
+        for k in (1, 3, TOP_K + 20):
+            result[f"top {metric} {k}"] = ranked_ids(tracker, metric, k)
+    return result
+
+
+def assert_answers_match_a_rescan(tracker: ExperimentTracker) -> None:
+    assert answers(tracker) == expected_answers(tracker.store)
+    runs, _ = rescan(tracker.store)
+    for run in runs[:5] + runs[-5:]:
+        assert tracker.get_run(run.run_id) == run
+        assert tracker.get_run(run.run_id).offset == run.offset
+
+
+@pytest.fixture
+def tracker(store: Path) -> Iterator[ExperimentTracker]:
+    with ExperimentTracker(store, durable=False) as tracker:
+        yield tracker
+
+
+def fill(tracker: ExperimentTracker, count: int, start: int = 0) -> list[Run]:
+    items = []
+    for i in range(start, start + count):
+        metrics: dict[str, float] = {"accuracy": ((i * 37) % 101) / 100, "val_loss": ((i * 53) % 89) / 10}
+        if i % 17 == 0:
+            metrics["val_loss"] = math.nan
+        if i % 5 == 0:
+            metrics["epochs"] = i % 7
+        items.append({"params": {"i": i, "model": "rf" if i % 2 else "svm"}, "metrics": metrics,
+                      "status": "failed" if i % 9 == 0 else "finished"})
+    return tracker.log_runs(items)
+
+
+def append_raw(tracker: ExperimentTracker, data: bytes) -> int:
+    with tracker.runs_path.open("ab") as handle:
+        offset = handle.tell()
+        handle.write(data)
+    return offset
+
+
+def index_file(tracker: ExperimentTracker) -> Path:
+    return tracker.store / INDEX_DIR / INDEX_FILE
+
+
+def edit_index(tracker: ExperimentTracker, change: Callable[[dict[str, Any]], None]) -> None:
+    path = index_file(tracker)
+    state = json.loads(path.read_bytes())
+    change(state)
+    path.write_text(json.dumps(state))
+
+
+def fresh(tracker: ExperimentTracker) -> ExperimentTracker:
+    """Another tracker on the same store, as another process would open it."""
+    return ExperimentTracker(tracker.store, durable=False)
+
+
+# -- building, refreshing, reading only the new bytes -------------------------------------------
+
+
+def test_first_query_builds_the_index_and_later_queries_use_it(tracker: ExperimentTracker) -> None:
+    fill(tracker, 60)
+    assert_answers_match_a_rescan(tracker)
+    stats = tracker.index_stats()
+    assert (stats.runs, stats.lines, stats.watermark) == (60, 60, tracker.runs_path.stat().st_size)
+    assert index_file(tracker).exists()
+    assert_answers_match_a_rescan(fresh(tracker))
+    assert fresh(tracker).refresh_index().rebuilds == 0
+
+
+def test_refresh_reads_only_the_bytes_after_the_watermark(
+    tracker: ExperimentTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(tracker, 40)
+    watermark = tracker.refresh_index().watermark
+    fill(tracker, 7, start=40)
+    ranges: list[tuple[int, int]] = []
+    reads: list[int] = []
+    real_scan, real_pread = fastscan.scan_range, os.pread
+
+    def scan_spy(path: str, start: int, end: int, **kwargs: Any) -> Any:
+        ranges.append((start, end))
+        monkeypatch.setattr(os, "pread", lambda fd, size, offset: reads.append(offset) or real_pread(fd, size, offset))
+        try:
+            return real_scan(path, start, end, **kwargs)
+        finally:
+            monkeypatch.setattr(os, "pread", real_pread)
+
+    monkeypatch.setattr(fastscan, "scan_range", scan_spy)
+    stats = tracker.refresh_index()
+    assert stats.runs == 47
+    assert ranges == [(watermark, tracker.runs_path.stat().st_size)]
+    assert reads
+    assert min(reads) == watermark
+    assert_answers_match_a_rescan(tracker)
+
+
+def test_best_and_top_read_only_the_lines_they_return(
+    tracker: ExperimentTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(tracker, 80)
+    tracker.refresh_index()
+    from exptrack import tracker as tracker_module
+
+    read: list[int] = []
+    real = tracker_module.read_run_at
+
+    def spy(path: str, offset: int) -> Run:
+        read.append(offset)
+        return real(path, offset)
+
+    monkeypatch.setattr(tracker_module, "read_run_at", spy)
+    monkeypatch.setattr(tracker_module, "LogScan", None)  # any scan would fail loudly
+    top = tracker.top_runs("accuracy", 5)
+    assert len(read) == 5
+    assert [run.offset for run in top] == read
+    tracker.summary()
+    assert len(read) == 5
+
+
+def test_unterminated_tail_is_pending_and_read_once_complete(tracker: ExperimentTracker) -> None:
+    fill(tracker, 10)
+    line = line_for("late", metrics={"accuracy": 2.0})
+    append_raw(tracker, line[:30])
+    assert tracker.refresh_index().watermark == tracker.runs_path.stat().st_size - 30
+    append_raw(tracker, line[30:])
+    assert tracker.best_run("accuracy").run_id == "late"
+    assert_answers_match_a_rescan(tracker)
+
+
+# -- stale, foreign and damaged indexes ------------------------------------------------------------
+
+
+def test_deleting_the_index_rebuilds_it_with_identical_answers(tracker: ExperimentTracker) -> None:
+    fill(tracker, 50)
+    before = answers(tracker)
+    shutil.rmtree(tracker.store / INDEX_DIR)
+    assert answers(fresh(tracker)) == before
+    assert answers(tracker) == before  # a tracker that had it loaded notices too
+
+
+def test_truncated_log_is_detected_and_the_index_rebuilt(tracker: ExperimentTracker, caplog: Any) -> None:
+    runs = fill(tracker, 30)
+    tracker.refresh_index()
+    with tracker.runs_path.open("r+b") as handle:
+        handle.truncate(runs[20].offset)
+    caplog.set_level(logging.INFO, logger="exptrack")
+    assert_answers_match_a_rescan(fresh(tracker))
+    assert "shrank below the index watermark" in caplog.text
+
+
+def test_truncated_and_regrown_log_is_detected(tracker: ExperimentTracker) -> None:
+    runs = fill(tracker, 30)
+    tracker.refresh_index()
+    with tracker.runs_path.open("r+b") as handle:
+        handle.truncate(runs[10].offset)
+    fill(tracker, 40, start=500)  # longer than before: only the fingerprint can tell
+    assert_answers_match_a_rescan(fresh(tracker))
+
+
+def test_replaced_log_with_a_new_inode_is_detected(tracker: ExperimentTracker, caplog: Any) -> None:
+    fill(tracker, 30)
+    tracker.refresh_index()
+    data = tracker.runs_path.read_bytes()
+    replacement = tracker.store / "new.jsonl"
+    replacement.write_bytes(data[: len(data) // 2].rsplit(b"\n", 1)[0] + b"\n" + line_for("other"))
+    os.replace(replacement, tracker.runs_path)
+    caplog.set_level(logging.INFO, logger="exptrack")
+    assert_answers_match_a_rescan(fresh(tracker))
+    assert "the log was replaced" in caplog.text
+
+
+def test_log_rewritten_in_place_is_detected(tracker: ExperimentTracker) -> None:
+    fill(tracker, 30)
+    tracker.refresh_index()
+    data = bytearray(tracker.runs_path.read_bytes())
+    first = data.index(b"\n") + 1
+    data[:first] = line_for("rewritten", metrics={"accuracy": 9.0}).ljust(first - 1, b" ")[: first - 1] + b"\n"
+    with tracker.runs_path.open("r+b") as handle:  # same inode, same size
+        handle.write(bytes(data))
+    assert_answers_match_a_rescan(fresh(tracker))
+
+
+def test_index_copied_from_another_store_is_not_trusted(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    try:
+        with ExperimentTracker(one, durable=False) as first, ExperimentTracker(two, durable=False) as second:
+            fill(first, 40)
+            first.refresh_index()
+            fill(second, 40, start=1000)
+            second.runs_path.write_bytes(first.runs_path.read_bytes()[:100] + second.runs_path.read_bytes()[100:])
+            shutil.copytree(one / INDEX_DIR, two / INDEX_DIR)
+            assert_answers_match_a_rescan(fresh(second))
+    finally:
+        detach_store_log(str(one))
+        detach_store_log(str(two))
+
+
+def test_index_pointing_mid_line_is_rebuilt(tracker: ExperimentTracker) -> None:
+    runs = fill(tracker, 30)
+    tracker.refresh_index()
+    middle = runs[12].offset + 17
+    with tracker.runs_path.open("rb") as handle:
+        mark = fingerprint(handle.fileno(), middle)
+
+    def point_mid_line(state: dict[str, Any]) -> None:
+        state["log"]["watermark"] = middle
+        state["log"]["fingerprint"] = mark
+
+    edit_index(tracker, point_mid_line)
+    assert_answers_match_a_rescan(fresh(tracker))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda path: path.write_bytes(b"\x00garbage{"), id="garbage"),
+        pytest.param(lambda path: path.write_bytes(path.read_bytes()[:50]), id="truncated-json"),
+        pytest.param(lambda path: path.write_text("[1, 2, 3]"), id="not-an-object"),
+        pytest.param(lambda path: path.write_text('{"version": 1}'), id="missing-keys"),
+        pytest.param(lambda path: path.write_text(path.read_text().replace('"version":1', '"version":0')),
+                     id="older-version"),
+        pytest.param(lambda path: path.write_text(path.read_text().replace('"top_k":100', '"top_k":7')),
+                     id="other-settings"),
+    ],
+)
+def test_corrupt_or_older_index_file_is_rebuilt(tracker: ExperimentTracker, damage: Callable[[Path], Any]) -> None:
+    fill(tracker, 30)
+    tracker.refresh_index()
+    damage(index_file(tracker))
+    other = fresh(tracker)
+    assert_answers_match_a_rescan(other)
+    assert json.loads(index_file(tracker).read_bytes())["version"] == 1  # saved again, whole
+
+
+def test_missing_id_column_is_rebuilt(tracker: ExperimentTracker) -> None:
+    fill(tracker, 30)
+    generation = tracker.refresh_index().generation
+    (tracker.store / INDEX_DIR / f"{generation}.hash").unlink()
+    other = fresh(tracker)
+    fill(other, 5, start=100)  # the refresh needs the hashes to check for duplicates
+    assert_answers_match_a_rescan(other)
+
+
+def test_id_column_shorter_than_the_index_says_is_rebuilt(tracker: ExperimentTracker) -> None:
+    fill(tracker, 30)
+    generation = tracker.refresh_index().generation
+    with (tracker.store / INDEX_DIR / f"{generation}.off").open("r+b") as handle:
+        handle.truncate(16)
+    assert_answers_match_a_rescan(fresh(tracker))
+
+
+# -- duplicates: first wins, later copies are corrupt, never counted ------------------------------
+
+
+def test_duplicates_in_one_refresh_and_across_refreshes_are_reported_not_counted(tracker: ExperimentTracker) -> None:
+    runs = fill(tracker, 20)
+    copy_line = codec.encode(runs[3])
+    append_raw(tracker, copy_line)
+    impostor = line_for(runs[5].run_id, metrics={"accuracy": 99.0})
+    append_raw(tracker, impostor + impostor)
+    assert tracker.summary()["total_runs"] == 20
+    fill(tracker, 3, start=20)
+    append_raw(tracker, line_for(runs[0].run_id, metrics={"accuracy": 98.0}))  # after the index was built
+    assert tracker.best_run("accuracy").metrics["accuracy"] < 2
+    reasons = [c.reason for c in tracker.corrupt_lines()]
+    assert reasons == [f"duplicate run_id {runs[3].run_id} (first at line 4)"] + [
+        f"duplicate run_id {runs[5].run_id} (first at line 6)"] * 2 + [
+        f"duplicate run_id {runs[0].run_id} (first at line 1)"]
+    assert tracker.get_run(runs[5].run_id).metrics == runs[5].metrics
+    assert_answers_match_a_rescan(tracker)
+    assert [item.run_id for item in tracker.runs()] == [run.run_id for run in rescan(tracker.store)[0]]
+
+
+def test_show_by_full_id_unique_prefix_and_ambiguous_prefix(tracker: ExperimentTracker) -> None:
+    for run_id in ("abc-1", "abc-2", "abd", "x\ny", "back\\slash", "abc"):
+        append_raw(tracker, codec.encode(Run(run_id=run_id, timestamp=STAMP, params={}, metrics={"a": 1})))
+    tracker.refresh_index()
+    assert tracker.get_run("abd").run_id == "abd"
+    assert tracker.get_run("abc").run_id == "abc"  # an exact id wins over the ids it prefixes
+    with pytest.raises(RunNotFoundError, match=r"ambiguous: abc-1, abc-2, abd, abc$"):
+        tracker.get_run("ab")
+    assert tracker.get_run("x\n").run_id == "x\ny"
+    assert tracker.get_run("back\\").run_id == "back\\slash"
+    with pytest.raises(RunNotFoundError, match="no run with id 'zzz'"):
+        tracker.get_run("zzz")
+
+
+# -- a store the index cannot be saved in ------------------------------------------------------------
+
+
+class ReadOnlyIndex(FileSystem):
+    """Refuses every write under ``.index`` the way a read-only mount does."""
+
+    def open(self, path: str, flags: int, mode: int = 0o666) -> int:
+        if INDEX_DIR in path and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return super().open(path, flags, mode)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["no-index-yet", "index-on-disk"])
+def test_read_only_store_keeps_the_index_in_memory(tracker: ExperimentTracker, caplog: Any, existing: bool) -> None:
+    fill(tracker, 30)
+    if existing:
+        tracker.refresh_index()
+    saved = index_file(tracker).read_bytes() if existing else None
+    previous = install(ReadOnlyIndex())
+    try:
+        caplog.set_level(logging.INFO, logger="exptrack")
+        reader = fresh(tracker)
+        append_raw(tracker, line_for("appended", metrics={"accuracy": 5.0}))
+        assert reader.best_run("accuracy").run_id == "appended"
+        assert "keeping it in memory" in caplog.text
+        assert not reader.index_stats().persistent
+        fill(tracker, 4, start=200)
+        assert_answers_match_a_rescan(reader)
+    finally:
+        install(previous)
+    assert (index_file(tracker).read_bytes() if existing else None) == saved
+
+
+# -- many writers and readers at once -------------------------------------------------------------
+
+
+def _writer(store: str, worker: int, count: int, barrier: Any) -> int:
+    barrier.wait()
+    with ExperimentTracker(store, durable=False) as tracker:
+        for i in range(count):
+            tracker.log_run(params={"worker": worker, "i": i}, metrics={"accuracy": worker * 1000 + i})
+    return count
+
+
+def _reader(store: str, rounds: int, barrier: Any) -> list[tuple[int, float, int]]:
+    """(runs counted, best accuracy, max accuracy) seen by each query while writers append."""
+    barrier.wait()
+    seen = []
+    with ExperimentTracker(store, durable=False) as tracker:
+        for _ in range(rounds):
+            summary = tracker.summary()
+            if summary["total_runs"]:
+                accuracy = summary["metrics"]["accuracy"]
+                seen.append((summary["total_runs"], accuracy["best_value"], accuracy["max"]))
+    return seen
+
+
+def test_concurrent_writers_and_readers_never_see_a_wrong_answer(store: Path) -> None:
+    ExperimentTracker(store).close()
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Manager().Barrier(5)
+    with ctx.Pool(5) as pool:
+        writers = [pool.apply_async(_writer, (str(store), w, 150, barrier)) for w in range(1, 4)]
+        readers = [pool.apply_async(_reader, (str(store), 40, barrier)) for _ in range(2)]
+        assert [w.get(timeout=120) for w in writers] == [150] * 3  # timeouts are only hang guards
+        snapshots = [item for r in readers for item in r.get(timeout=120)]
+    runs, _ = rescan(store)
+    assert len(runs) == 450
+    values = [run.metrics["accuracy"] for run in runs]
+    for total, best, highest in snapshots:  # each answer is exactly that of a prefix of the log
+        assert best == highest == max(values[:total])
+    with ExperimentTracker(store, durable=False) as tracker:
+        assert_answers_match_a_rescan(tracker)

@@ -160,6 +160,7 @@ def test_changed_tracked_file_is_diffed_reported_and_restored(repo: Path, store_
 
     result = invoke(store, "reproduce", clean.run_id)
     assert result.exit_code == 3
+    assert f"recorded commit {clean.extra['code']['commit']} on main (clean)" in result.stdout
     assert "[DIFF] code" in result.stdout
     assert "the working tree has uncommitted changes the run did not have" in result.stdout
     assert "[ok  ] data data/train.csv" in result.stdout
@@ -468,6 +469,8 @@ def test_run_without_git_is_logged_and_reported_unknown(
     checks = {c["item"]: c for c in data["checks"]}  # type: ignore[union-attr]
     assert checks["code"]["verdict"] == "unknown"
     assert "git is not installed" in checks["code"]["detail"]
+    result = invoke(store, "reproduce", run.run_id)
+    assert "verdict: cannot be confirmed (1 unknown)" in result.stdout
 
 
 def test_run_outside_a_repository_records_why(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
 from ..output import format_value, render
-from ..report import diff_runs, format_checks, reproduce, requirements_text, write_patch
+from ..record import Run
+from ..report import ReproduceReport, diff_runs, format_checks, reproduce, requirements_text, write_patch
 from ._app import _echo_json, _open, cli
 
 EXIT_DIFFERS = 3
@@ -90,24 +92,39 @@ def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, 
     if as_json:
         _echo_json(report.to_dict())
     else:
-        click.echo(f"run {run.run_id} ({run.timestamp}, {run.status})")
-        click.echo(f"checked in {report.directory}")
-        click.echo("checks:")
-        for line in format_checks(report.checks) or ["  (nothing recorded to check)"]:
-            click.echo(line)
-        verdict = "everything matches" if report.matches else "the current state differs from the run"
-        click.echo(f"verdict: {verdict}")
-        if report.steps:
-            click.echo("to restore:")
-            for step in report.steps:
-                click.echo(f"  {step}")
-        click.echo(f"params (JSON): {report.params_json}")
-        if report.params_flags:
-            click.echo(f"params (flags): {report.params_flags}")
-        if report.command:
-            click.echo(f"re-run: {report.command}")
+        _echo_report(run, report)
     if not report.matches:
         ctx.exit(EXIT_DIFFERS)
+
+
+def _echo_report(run: Run, report: ReproduceReport) -> None:
+    click.echo(f"run {run.run_id} ({run.timestamp}, {run.status})")
+    code = run.extra.get("code")
+    if isinstance(code, Mapping) and code.get("commit"):
+        state = "with uncommitted changes" if code.get("patch_sha256") else "clean"
+        branch = f" on {code['branch']}" if code.get("branch") else ""
+        click.echo(f"recorded commit {code['commit']}{branch} ({state})")
+    click.echo(f"checked in {report.directory}")
+    click.echo("checks:")
+    for line in format_checks(report.checks) or ["  (nothing recorded to check)"]:
+        click.echo(line)
+    unknown = sum(check.verdict == "unknown" for check in report.checks)
+    if report.matches:
+        verdict = "everything matches"
+    elif unknown == len([c for c in report.checks if c.verdict != "match"]):
+        verdict = f"cannot be confirmed ({unknown} unknown)"
+    else:
+        verdict = "the current state differs from the run"
+    click.echo(f"verdict: {verdict}")
+    if report.steps:
+        click.echo("to restore:")
+        for step in report.steps:
+            click.echo(f"  {step}")
+    click.echo(f"params (JSON): {report.params_json}")
+    if report.params_flags:
+        click.echo(f"params (flags): {report.params_flags}")
+    if report.command:
+        click.echo(f"re-run: {report.command}")
 
 
 @cli.command()

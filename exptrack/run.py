@@ -131,6 +131,7 @@ class ActiveRun:
         # The process that owns the run: a forked worker that logs a param must not put its own
         # pid in the marker, or recover() would log the run as killed once the worker exits.
         self._pid = os.getpid()
+        self._process = process_token(self._pid)
         self._live = False  # capture done and saved: later changes are copied into the marker
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -319,7 +320,7 @@ class ActiveRun:
     def _write_marker(self) -> None:
         """Write the marker ``recover()`` reads: small, since params and artifacts rewrite it."""
         marker: dict[str, object] = {
-            "run_id": self.run_id, "timestamp": self.timestamp, "pid": self._pid,
+            "run_id": self.run_id, "timestamp": self.timestamp, "pid": self._pid, "process": self._process,
             "host": socket.gethostname(), "params": self.params, "tags": self.tags,
         }
         if self.artifacts:
@@ -391,6 +392,53 @@ def _write_whole(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             fs().unlink(str(tmp))
         raise
+
+
+def process_token(pid: int) -> str | None:
+    """Boot id and start time of a process: tells it from a later one given the same pid (Linux)."""
+    stat = _proc_stat(pid)
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as handle:
+            boot = handle.read().strip().decode("ascii", "replace")
+    except OSError:
+        return None
+    return f"{boot}:{stat[1]}" if stat is not None else None
+
+
+def process_alive(pid: int, token: object = None) -> bool:
+    """Whether the process that wrote a marker may still finish its run.
+
+    Gone, a zombie (killed, not yet reaped by its parent) or a pid now used by another process
+    (containers restart with the same small pids) all count as dead.
+    """
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by someone else
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no /proc: the pid is all there is to go by
+    if stat[0] == "Z":
+        return False
+    return not isinstance(token, str) or token == process_token(pid)
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """State and start time (clock ticks since boot) from ``/proc/<pid>/stat``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after its last ")"
+    fields = data.rpartition(b")")[2].split()
+    if len(fields) < 20:
+        return None
+    return fields[0].decode("ascii", "replace"), fields[19].decode("ascii", "replace")
 
 
 def capture_file(store: Path, run_id: str) -> Path:

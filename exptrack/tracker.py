@@ -28,7 +28,7 @@ from .journal import Journal
 from .logs import attach_store_log
 from .query import Mode, infer_mode, resolve_mode, summarize, summary_dict, top_runs
 from .record import Run, build_run
-from .run import ActiveRun, MetricHistory, capture_file, read_history, recovered_extra
+from .run import ActiveRun, MetricHistory, capture_file, process_alive, read_history, recovered_extra
 from .scan import CorruptLine, LogScan, line_length
 
 if TYPE_CHECKING:
@@ -500,7 +500,7 @@ class ExperimentTracker:
                 info = codec.loads(marker.read_bytes())
             except (OSError, ValueError):
                 continue
-            if info.get("host") != host or _pid_alive(int(info.get("pid", 0))):
+            if info.get("host") != host or process_alive(int(info.get("pid", 0)), info.get("process")):
                 continue
             claimed = marker.with_suffix(f".recovering-{os.getpid()}")
             try:
@@ -611,18 +611,6 @@ def _compile(where: Where) -> Callable[[Mapping[str, Any]], bool] | None:
     from .where import compile_where
 
     return compile_where(where)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, owned by someone else
-    return True
 
 
 def _brief(run: Run) -> str:

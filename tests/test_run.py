@@ -8,6 +8,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ import pytest
 
 import exptrack.capture
 from exptrack import ArtifactIntegrityError, ExperimentTracker, InvalidRecordError, MissingMetricError, RunNotFoundError
-from exptrack.run import ActiveRun
+from exptrack.run import ActiveRun, process_token
 
 ROOT = Path(__file__).resolve().parent.parent
 HANG_GUARD = 60.0  # seconds; only stops a hung child from hanging the suite, never a speed check
@@ -331,6 +332,35 @@ def test_forked_worker_neither_claims_the_run_nor_catches_its_sigterm(store: Pat
         assert tracker.get_run(result["run_id"]).status == "finished"
 
 
+@pytest.mark.skipif(not hasattr(os, "WNOWAIT"), reason="needs waitid(WNOWAIT)")
+def test_killed_child_not_yet_reaped_is_recovered(store: Path) -> None:
+    proc, run_id = start_child(store)
+    try:
+        proc.kill()
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # dead, but left a zombie
+        with ExperimentTracker(store) as tracker:
+            assert [run.run_id for run in tracker.recover()] == [run_id]
+    finally:
+        proc.kill()
+        proc.communicate(timeout=HANG_GUARD)
+
+
+@pytest.mark.skipif(process_token(os.getpid()) is None, reason="needs /proc")
+def test_marker_of_a_reused_pid_is_recovered(tracker: ExperimentTracker) -> None:
+    """A restarted container gives the next process the same pid: the marker's token tells them apart."""
+    active = tracker.store / "active"
+    active.mkdir(parents=True)
+    base = {"timestamp": "2024-01-01T00:00:00Z", "pid": os.getpid(), "host": socket.gethostname(),
+            "params": {"lr": 0.1}, "tags": []}
+    earlier = {**base, "run_id": "a" * 32, "process": "another-boot:12345"}
+    mine = {**base, "run_id": "b" * 32, "process": process_token(os.getpid())}
+    for marker in (earlier, mine):
+        (active / f"{marker['run_id']}.json").write_text(json.dumps(marker))
+    (recovered,) = tracker.recover()
+    assert (recovered.run_id, recovered.status, recovered.params) == ("a" * 32, "killed", {"lr": 0.1})
+    assert sorted(p.name for p in active.iterdir()) == [f"{'b' * 32}.json"]  # this process: alive
+
+
 def test_recover_leaves_a_live_run_alone(tracker: ExperimentTracker) -> None:
     with tracker.start_run({"lr": 0.1}, capture=False) as run:
         assert tracker.recover() == []
@@ -372,7 +402,7 @@ def test_capture_is_saved_once_beside_the_marker_not_in_it(tracker: ExperimentTr
         run.log_artifact_bytes(b"w", "model.bin")
         active = tracker.store / "active"
         marker = json.loads((active / f"{run.run_id}.json").read_bytes())
-        assert set(marker) == {"run_id", "timestamp", "pid", "host", "params", "tags", "artifacts"}
+        assert set(marker) == {"run_id", "timestamp", "pid", "process", "host", "params", "tags", "artifacts"}
         assert marker["params"] == {"lr": 0.1, "epochs": 2}
         saved = json.loads((active / f"{run.run_id}.capture").read_bytes())
         assert len(saved["data"]["paths"]["data/"]["entries"]) == 50

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import codec
 from ._fs import fs
+from ._markers import capture_file, process_token, write_whole
 from .artifacts import BlobRef
 from .errors import InvalidRecordError, StorageError
 from .record import Run, new_run_id, normalize_metrics, normalize_tags, normalize_value, utc_timestamp
@@ -326,7 +327,7 @@ class ActiveRun:
         if self.artifacts:
             marker["artifacts"] = self.artifacts
         try:
-            _write_whole(self._marker, codec.dumps(marker))
+            write_whole(self._marker, codec.dumps(marker))
         except OSError as exc:
             raise StorageError(exc.errno or 0, "start a run in", self._marker.parent) from exc
 
@@ -336,7 +337,7 @@ class ActiveRun:
         if not captured:
             return
         try:
-            _write_whole(self._capture_file, codec.dumps(captured))
+            write_whole(self._capture_file, codec.dumps(captured))
         except OSError as exc:  # only recover() would miss it
             logger.warning("run %s: cannot save its capture for recovery: %s", self.run_id, exc)
 
@@ -372,91 +373,6 @@ class ActiveRun:
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
-
-
-def _write_whole(path: Path, data: bytes) -> None:
-    """Replace ``path`` by a complete new file: a reader never sees it half-written."""
-    # The temporary name does not end in .json: recover() must not take it for a marker.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    os.makedirs(path.parent, exist_ok=True)
-    try:
-        fd = fs().open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            from .journal import io_write_all
-
-            io_write_all(fd, data)
-        finally:
-            fs().close(fd)
-        fs().replace(str(tmp), str(path))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            fs().unlink(str(tmp))
-        raise
-
-
-def process_token(pid: int) -> str | None:
-    """Boot id and start time of a process: tells it from a later one given the same pid (Linux)."""
-    stat = _proc_stat(pid)
-    try:
-        with open("/proc/sys/kernel/random/boot_id", "rb") as handle:
-            boot = handle.read().strip().decode("ascii", "replace")
-    except OSError:
-        return None
-    return f"{boot}:{stat[1]}" if stat is not None else None
-
-
-def process_alive(pid: int, token: object = None) -> bool:
-    """Whether the process that wrote a marker may still finish its run.
-
-    Gone, a zombie (killed, not yet reaped by its parent) or a pid now used by another process
-    (containers restart with the same small pids) all count as dead.
-    """
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, owned by someone else
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True  # no /proc: the pid is all there is to go by
-    if stat[0] == "Z":
-        return False
-    return not isinstance(token, str) or token == process_token(pid)
-
-
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """State and start time (clock ticks since boot) from ``/proc/<pid>/stat``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after its last ")"
-    fields = data.rpartition(b")")[2].split()
-    if len(fields) < 20:
-        return None
-    return fields[0].decode("ascii", "replace"), fields[19].decode("ascii", "replace")
-
-
-def capture_file(store: Path, run_id: str) -> Path:
-    """Where a live run keeps its capture for :meth:`ExperimentTracker.recover`."""
-    return store / "active" / f"{run_id}.capture"
-
-
-def recovered_extra(store: Path, marker: Mapping[str, Any]) -> dict[str, Any]:
-    """The capture and artifacts a dead run had saved, as ``extra`` sections of its record."""
-    extra: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):  # missing or unreadable: recover without it
-        saved = codec.loads(capture_file(store, str(marker.get("run_id"))).read_bytes())
-        if isinstance(saved, dict):
-            extra.update((k, v) for k, v in saved.items() if k in CAPTURE_PARTS)
-    artifacts = marker.get("artifacts")
-    if isinstance(artifacts, Mapping) and artifacts:
-        extra["artifacts"] = dict(artifacts)
-    return extra
 
 
 def _step(step: object, name: str) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import codec
+from ._markers import capture_file, process_alive, recovered_extra
 from .artifacts import ArtifactStore
 from .errors import (
     CorruptStoreError,
@@ -28,7 +29,7 @@ from .journal import Journal
 from .logs import attach_store_log
 from .query import Mode, infer_mode, resolve_mode, summarize, summary_dict, top_runs
 from .record import Run, build_run
-from .run import ActiveRun, MetricHistory, capture_file, process_alive, read_history, recovered_extra
+from .run import ActiveRun, MetricHistory, read_history
 from .scan import CorruptLine, LogScan, line_length
 
 if TYPE_CHECKING:

@@ -208,6 +208,22 @@ def test_patch_goes_to_a_temporary_directory_when_the_store_cannot_take_it(repo:
     assert (repo / "train.py").read_text() == "LEARNING_RATE = 0.6\n"
 
 
+def test_corrupt_saved_patch_is_reported_and_the_checks_still_run(repo: Path, store: Path) -> None:
+    (repo / "train.py").write_text("LEARNING_RATE = 0.6\n")
+    run = log_run(store, 0.6)
+    git(repo, "checkout", "--", "train.py")
+    blob = ExperimentTracker(store).artifact_store.path_of(run.extra["artifacts"]["code.patch"]["sha256"])
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes()[:-1])
+    result = invoke(store, "reproduce", run.run_id)
+    assert result.exit_code == 3
+    assert "warning: the run's saved patch is unusable" in result.stderr
+    assert "corrupt" in result.stderr
+    assert "[DIFF] code" in result.stdout
+    assert "apply its saved patch with: git apply <patch file>" in result.stdout
+    assert not list((store / "patches").glob("*.patch"))
+
+
 def test_new_commit_is_reported_and_restored_by_checkout(repo: Path, store: Path) -> None:
     first = log_run(store, 0.1)
     (repo / "train.py").write_text("LEARNING_RATE = 0.3\n")

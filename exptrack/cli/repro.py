@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import ArtifactIntegrityError
 from ..output import format_value, render
 from ..record import Run
 from ..report import ReproduceReport, diff_runs, format_checks, reproduce, requirements_text, write_patch
@@ -87,7 +88,13 @@ def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, 
             if patch_dir is not None:
                 raise  # the place the user asked for
             # a store that can be read but not written (a colleague's, a read-only mount)
-            patch = write_patch(tracker, run, tempfile.mkdtemp(prefix="exptrack-patch-"))
+            try:
+                patch = write_patch(tracker, run, tempfile.mkdtemp(prefix="exptrack-patch-"))
+            except (OSError, ArtifactIntegrityError) as exc:
+                click.echo(f"warning: the run's saved patch cannot be written: {exc}", err=True)
+        except ArtifactIntegrityError as exc:
+            # the checks still tell what differs; the restore steps say the patch is missing
+            click.echo(f"warning: the run's saved patch is unusable: {exc}", err=True)
     report = reproduce(tracker, run, patch_file=patch)
     if as_json:
         _echo_json(report.to_dict())

@@ -36,9 +36,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
-# Timestamps are only as fine as the file system's clock tick (up to 2 s on FAT): a file written
-# again within that window after hashing could keep its stat, so recent files are not cached.
-_RACY_NS = 2_000_000_000
+# A file is cached as soon as it is hashed, so the second run after writing a data file already
+# reads nothing.  The remaining window -- the same file rewritten at the same size within one tick
+# of the file system's clock (a few ms) after being hashed -- is the one git and make accept too.
+_RACY_NS = 0
 _CACHE_FORMAT = "exptrack-fingerprint-cache"
 _CACHE_MAX_ENTRIES = 100_000
 _DVC_MAX_BYTES = 10 << 20
@@ -63,10 +64,9 @@ def _hash_file(path: str) -> tuple[str, int]:
 class FingerprintCache:
     """sha256 of files by stat identity, kept in a JSON file so unchanged data is not re-read.
 
-    The key is (absolute path, size, mtime_ns, inode, device), the same trust git and make place
-    in stat data: content rewritten in place at the same size with its mtime forced back
-    (``os.utime``) is served the old hash. Files modified less than 2 s before hashing are never
-    cached, since a second write within the timestamp granularity could leave their stat equal.
+    The key is (absolute path, size, mtime_ns, ctime_ns, inode, device), the trust git and make
+    place in stat data.  ctime is in the key because nothing but the kernel sets it: content
+    rewritten at the same size with its mtime forced back (``os.utime``) still changes ctime.
 
     Loaded on first use. ``save`` overlays this process's new entries on the file as it is now
     and replaces it atomically (temporary file in the same directory, fsync, ``os.replace``), so
@@ -84,9 +84,9 @@ class FingerprintCache:
         if self._entries is None:
             self._entries = self._read()
         entry = self._entries.get(path)
-        if entry is None or len(entry) != 5 or entry[:4] != _identity(st):
+        if entry is None or len(entry) != 6 or entry[:5] != _identity(st):
             return None
-        sha = entry[4]
+        sha = entry[5]
         return sha if isinstance(sha, str) else None
 
     def store(self, path: str, st: os.stat_result, sha256: str) -> None:
@@ -133,7 +133,7 @@ class FingerprintCache:
 
 
 def _identity(st: os.stat_result) -> list[object]:
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
 def _write_atomic(path: str, data: bytes) -> None:

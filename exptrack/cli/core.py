@@ -145,7 +145,12 @@ def top(ctx: click.Context, metric: str, k: int, mode: str | None, where: str | 
 @click.pass_context
 def summary(ctx: click.Context, where: str | None, fmt: str) -> None:
     """Totals, runs per status, per-metric count/min/max/mean/std and the best run."""
-    result = _open(ctx).summary(where=where)
+    tracker = _open(ctx)
+    result = tracker.summary(where=where)
+    if not result["total_runs"]:
+        # "no runs" is an error the user can fix, as for best and top (exit 1)
+        scope = " match the filter" if where else f" in {tracker.store}"
+        raise click.ClickException(f"no runs{scope} ({result['corrupt_lines']} corrupt lines skipped)")
     if fmt == "json":
         _echo_json(result)
         return

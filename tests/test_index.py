@@ -41,7 +41,7 @@ def rescan(store: Path) -> tuple[list[Run], list[CorruptLine]]:
     runs: list[Run] = []
     corrupt: list[CorruptLine] = []
     seen: dict[str, int] = {}
-    reader = LogScan(str(store / "runs.jsonl"))
+    reader = LogScan(str(store / "runs.jsonl"), final=True)  # no writer is busy: a tail is torn
     for item in reader:
         if isinstance(item, CorruptLine):
             corrupt.append(item)

@@ -447,3 +447,62 @@ def test_concurrent_writers_and_readers_never_see_a_wrong_answer(store: Path) ->
         assert best == highest == max(values[:total])
     with ExperimentTracker(store, durable=False) as tracker:
         assert_answers_match_a_rescan(tracker)
+
+
+# -- the command line: progress on a terminal, every query command filters and formats -----------
+
+
+def test_cold_query_on_a_terminal_draws_a_progress_bar_on_stderr(
+    tracker: ExperimentTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from exptrack.cli import cli
+    from exptrack.cli import progress as progress_module
+
+    fill(tracker, 30)
+    monkeypatch.setattr(progress_module, "SHOW_FROM_BYTES", 0)
+    runner = CliRunner()
+    monkeypatch.setattr(progress_module, "_isatty", lambda stream: True)
+    drawn = runner.invoke(cli, ["--store", str(tracker.store), "summary"])
+    assert drawn.exit_code == 0, drawn.output
+    assert "reading the run log" in drawn.stderr
+    shutil.rmtree(tracker.store / INDEX_DIR)
+    as_json = runner.invoke(cli, ["--store", str(tracker.store), "summary", "--json"])
+    assert as_json.exit_code == 0
+    assert "reading the run log" not in as_json.stderr
+    assert json.loads(as_json.stdout)["total_runs"] == 30
+    shutil.rmtree(tracker.store / INDEX_DIR)
+    monkeypatch.setattr(progress_module, "_isatty", lambda stream: False)
+    piped = runner.invoke(cli, ["--store", str(tracker.store), "best", "accuracy"])
+    assert piped.exit_code == 0
+    assert "reading the run log" not in piped.stderr
+
+
+@pytest.mark.parametrize("fmt", ["table", "--json", "--csv", "--md"])
+@pytest.mark.parametrize("command", [["runs"], ["best", "accuracy"], ["top", "accuracy", "-k", "3"], ["summary"],
+                                     ["show", "RUN"]])
+def test_every_query_command_filters_and_formats(tracker: ExperimentTracker, command: list[str], fmt: str) -> None:
+    from click.testing import CliRunner
+
+    from exptrack.cli import cli
+
+    runs = fill(tracker, 20)
+    wanted = max((run for run in runs if run.params["model"] == "rf"), key=lambda run: run.metrics["accuracy"])
+    args = ["--store", str(tracker.store), *[wanted.run_id if part == "RUN" else part for part in command]]
+    if command[0] != "show":
+        args += ["--where", "params.model = 'rf'"]
+    if fmt != "table":
+        args.append(fmt)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    if command[0] != "summary":
+        assert wanted.run_id in result.stdout
+    svm = [run.run_id for run in runs if run.params["model"] == "svm"]
+    assert not any(run_id in result.stdout for run_id in svm)
+    if fmt == "--json":
+        json.loads(result.stdout)
+    elif fmt == "--csv":
+        assert result.stdout.splitlines()[0].count(",") >= 2
+    elif fmt == "--md":
+        assert result.stdout.startswith("| ")

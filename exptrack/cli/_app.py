@@ -82,6 +82,15 @@ def _open(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> Experim
     return ExperimentTracker(store, **kwargs)
 
 
+def _open_for_query(ctx: click.Context, fmt: str) -> ExperimentTracker:
+    """The store's tracker with its index brought up to date (a progress bar if that takes long)."""
+    from .progress import refresh_with_progress
+
+    tracker = _open(ctx)
+    refresh_with_progress(tracker, fmt)
+    return tracker
+
+
 def output_options(func: F) -> F:
     """``--json`` / ``--csv`` / ``--md``: one machine or report format instead of the table."""
     for flag, fmt, text in (

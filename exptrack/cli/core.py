@@ -11,7 +11,17 @@ from .. import codec
 from ..output import format_value, render, run_columns
 from ..record import Run
 from ..report import describe_run
-from ._app import _as_format, _echo_json, _emit_runs, _open, cli, mode_option, output_options, where_option
+from ._app import (
+    _as_format,
+    _echo_json,
+    _emit_runs,
+    _open,
+    _open_for_query,
+    cli,
+    mode_option,
+    output_options,
+    where_option,
+)
 
 
 def _parse_assignment(text: str, what: str) -> tuple[str, str]:
@@ -65,7 +75,7 @@ def log(ctx: click.Context, params: tuple[str, ...], metrics: tuple[str, ...], t
 @click.pass_context
 def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | None, fmt: str) -> None:
     """List runs (oldest first, the most recent last)."""
-    tracker = _open(ctx)
+    tracker = _open_for_query(ctx, fmt)
     if limit is None:
         limit = 20 if fmt == "table" else 0
     if sort:
@@ -93,15 +103,17 @@ def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | N
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True, help="The record as stored.")
+@output_options
 @click.pass_context
-def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
+def show(ctx: click.Context, run_id: str, fmt: str) -> None:
     """Show one run (a unique id prefix is enough)."""
-    run = _open(ctx).get_run(run_id)
-    if as_json:
+    run = _open_for_query(ctx, fmt).get_run(run_id)
+    if fmt == "json":
         _echo_json(run.to_dict())
-    else:
+    elif fmt == "table":
         click.echo(describe_run(run))
+    else:
+        _emit_runs([run], fmt, run_columns([run]))
 
 
 @cli.command()
@@ -112,7 +124,7 @@ def show(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.pass_context
 def best(ctx: click.Context, metric: str, mode: str | None, where: str | None, fmt: str) -> None:
     """The best run by METRIC (direction inferred for accuracy, loss, ...; else --max/--min)."""
-    run = _open(ctx).best_run(metric, mode, where=where)
+    run = _open_for_query(ctx, fmt).best_run(metric, mode, where=where)
     if fmt == "json":
         _echo_json(run.to_dict())
     elif fmt == "table":
@@ -130,7 +142,7 @@ def best(ctx: click.Context, metric: str, mode: str | None, where: str | None, f
 @click.pass_context
 def top(ctx: click.Context, metric: str, k: int, mode: str | None, where: str | None, fmt: str) -> None:
     """The K best runs by METRIC, best first."""
-    ranked = _open(ctx).top_runs(metric, k, mode=mode, where=where)
+    ranked = _open_for_query(ctx, fmt).top_runs(metric, k, mode=mode, where=where)
     if fmt == "json":
         _echo_json([run.to_dict() for run in ranked])
         return
@@ -145,7 +157,7 @@ def top(ctx: click.Context, metric: str, k: int, mode: str | None, where: str | 
 @click.pass_context
 def summary(ctx: click.Context, where: str | None, fmt: str) -> None:
     """Totals, runs per status, per-metric count/min/max/mean/std and the best run."""
-    tracker = _open(ctx)
+    tracker = _open_for_query(ctx, fmt)
     result = tracker.summary(where=where)
     if not result["total_runs"]:
         # "no runs" is an error the user can fix, as for best and top (exit 1)

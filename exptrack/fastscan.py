@@ -127,6 +127,8 @@ class Segment:
     hashes: array[int] = field(default_factory=lambda: array("Q"))
     offsets: array[int] = field(default_factory=lambda: array("Q"))
     ids: bytearray = field(default_factory=bytearray)
+    sorted_hashes: array[int] = field(default_factory=lambda: array("Q"))
+    """``hashes`` in ascending order: each process sorts its own part, merging is linear."""
 
     @property
     def runs(self) -> int:
@@ -153,6 +155,8 @@ class Segment:
         self.hashes.extend(other.hashes)
         self.offsets.extend(other.offsets)
         self.ids.extend(other.ids)
+        # two ascending runs: timsort merges them in one linear pass
+        self.sorted_hashes = array("Q", sorted(chain(self.sorted_hashes, other.sorted_hashes)))
 
 
 def _merge_heap(heap: list[tuple[float, int, str]], other: list[tuple[float, int, str]]) -> None:
@@ -399,10 +403,12 @@ def scan_range(path: str, start: int, end: int, *, exclude: Mapping[int, str] | 
     ``exclude`` maps offsets of lines to report as corrupt with the given reason (duplicates).
     """
     try:
-        return _Reader(path, start, end, exclude or {}, False, tick).run()
+        segment = _Reader(path, start, end, exclude or {}, False, tick).run()
     except _Careful:
         logger.debug("unusual metric values in %s [%d, %d): reading line by line", path, start, end)
-        return _Reader(path, start, end, exclude or {}, True, tick).run()
+        segment = _Reader(path, start, end, exclude or {}, True, tick).run()
+    segment.sorted_hashes = array("Q", sorted(segment.hashes))
+    return segment
 
 
 # -- parallel ---------------------------------------------------------------------------------------

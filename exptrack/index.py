@@ -40,6 +40,7 @@ import bisect
 import contextlib
 import logging
 import mmap
+import operator
 import os
 import sys
 import time
@@ -48,7 +49,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, chain, compress, islice
 from typing import Any
 
 from . import codec, fastscan
@@ -70,6 +71,10 @@ _SAMPLES = 15
 _SAMPLE_BYTES = 1 << 10
 _COLUMNS = ("hash", "off", "pos", "ids")
 _STALE_GENERATION_SECONDS = 600
+_BISECT_FACTOR = 64
+_RESORT_AFTER = 1 << 16
+"""Runs appended since the sorted hash column was written that are checked against a set, not by
+binary search; beyond this (or a quarter of the history) the column is rewritten."""
 
 
 class StaleIndexError(Exception):
@@ -143,6 +148,9 @@ class LogIndex:
         self.generation = ""
         self.count = 0  # entries in the id columns (= valid runs)
         self.ids_length = 0
+        self.sorted_count = 0  # the first entries of .hash, in ascending order in the .sorted file
+        self.sorted_name = ""
+        self._new_sorted: array[int] | None = None  # a sorted column to write with the next save
         self._maps: dict[str, mmap.mmap | bytes | bytearray] = {}
         self._memory: dict[str, bytearray] = {}  # the id columns of an index kept in memory
 
@@ -173,7 +181,8 @@ class LogIndex:
                        "min": self.tops[name][1].to_state()}
                 for name, fold in self.folds.items()
             },
-            "ids": {"generation": self.generation, "count": self.count, "length": self.ids_length},
+            "ids": {"generation": self.generation, "count": self.count, "length": self.ids_length,
+                    "sorted": [self.sorted_name, self.sorted_count]},
         }
 
     def _load_state(self, state: Any) -> None:
@@ -195,6 +204,7 @@ class LogIndex:
             self.tops[name] = (TopK.from_state(TOP_K, "max", entry["max"]), TopK.from_state(TOP_K, "min", entry["min"]))
         ids = state["ids"]
         self.generation, self.count, self.ids_length = str(ids["generation"]), int(ids["count"]), int(ids["length"])
+        self.sorted_name, self.sorted_count = str(ids["sorted"][0]), int(ids["sorted"][1])
 
     # -- loading and saving ----------------------------------------------------------------------
 
@@ -224,7 +234,7 @@ class LogIndex:
 
     def _column(self, column: str) -> mmap.mmap | bytes | bytearray:
         """The saved part of one id column (memory-mapped; empty when there is none)."""
-        length = self.ids_length if column == "ids" else 8 * self.count
+        length = self.ids_length if column == "ids" else 8 * (self.sorted_count if column == "sorted" else self.count)
         if not length:
             return b""
         if column in self._memory:
@@ -232,8 +242,9 @@ class LogIndex:
         cached = self._maps.get(column)
         if cached is not None and len(cached) >= length:
             return cached
+        name = self._column_path(column) if column != "sorted" else os.path.join(self.dir, self.sorted_name)
         try:
-            with open(self._column_path(column), "rb") as handle:
+            with open(name, "rb") as handle:
                 mapped = mmap.mmap(handle.fileno(), length, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as exc:  # missing, or shorter than the index says
             raise StaleIndexError(f"id column {column} is unreadable ({exc})") from None
@@ -242,7 +253,8 @@ class LogIndex:
 
     def _words(self, column: str) -> memoryview:
         data = self._column(column)
-        return memoryview(data)[: 8 * self.count].cast("Q") if data else memoryview(array("Q"))
+        count = self.sorted_count if column == "sorted" else self.count
+        return memoryview(data)[: 8 * count].cast("Q") if data else memoryview(array("Q"))
 
     def _save(self, segment: Segment | None) -> None:
         """Append ``segment``'s id columns, then install the new ``index.json`` atomically."""
@@ -278,6 +290,17 @@ class LogIndex:
                     io.fsync(fd)
                 finally:
                     io.close(fd)
+        replaced = ""
+        if self._new_sorted is not None:
+            name = f"{self.generation}-{self.count}.sorted"
+            fd = io.open(os.path.join(self.dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                _pwrite_all(fd, self._new_sorted.tobytes(), 0)
+                io.fsync(fd)
+            finally:
+                io.close(fd)
+            replaced, self.sorted_name, self.sorted_count = self.sorted_name, name, self.count
+            self._new_sorted = None
         tmp = f"{self.path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         fd = io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
@@ -291,6 +314,8 @@ class LogIndex:
             with contextlib.suppress(OSError):
                 io.unlink(tmp)
             raise
+        if replaced:
+            self._forget_generation("")
 
     def _to_memory(self, segment: Segment | None) -> None:
         """Keep the id columns in memory from now on (the saved part, if readable, plus ``segment``)."""
@@ -302,6 +327,11 @@ class LogIndex:
             except StaleIndexError:
                 saved = b""
             self._memory[column] = bytearray(saved)
+        try:
+            self._memory["sorted"] = bytearray(bytes(self._column("sorted")))
+        except StaleIndexError:
+            self._memory["sorted"] = bytearray()
+            self.sorted_count = 0
         if len(self._memory["hash"]) != 8 * old or len(self._memory["ids"]) != old_length:
             raise StaleIndexError("the saved id columns are incomplete")  # the caller rebuilds in memory
         self._remember(segment)
@@ -317,7 +347,7 @@ class LogIndex:
 
     def _remember(self, segment: Segment | None) -> None:
         if not self._memory:
-            self._memory = {column: bytearray() for column in _COLUMNS}
+            self._memory = {column: bytearray() for column in (*_COLUMNS, "sorted")}
         if segment is None or not segment.runs:
             return
         memory = self._memory
@@ -329,6 +359,10 @@ class LogIndex:
         memory["off"] += segment.offsets.tobytes()
         memory["pos"] += starts.tobytes()
         memory["ids"] += segment.ids
+        if self._new_sorted is not None:
+            memory["sorted"] = bytearray(self._new_sorted.tobytes())
+            self.sorted_name, self.sorted_count = "memory", self.count
+            self._new_sorted = None
 
     def _forget_generation(self, generation: str) -> None:
         """Delete the column files of ``generation`` and of generations abandoned long ago."""
@@ -339,11 +373,14 @@ class LogIndex:
             return
         for name in names:
             stem, _, column = name.partition(".")
-            if column not in _COLUMNS or stem == self.generation:
+            owner = stem.partition("-")[0]
+            if column not in (*_COLUMNS, "sorted") or stem == self.generation or name == self.sorted_name:
                 continue
             path = os.path.join(self.dir, name)
             with contextlib.suppress(OSError):
-                if stem == generation or now - os.stat(path).st_mtime > _STALE_GENERATION_SECONDS:
+                # a sorted column replaced by a newer one may still be opened by a reader that
+                # loaded the previous index.json: it goes only once it is old
+                if owner == generation or now - os.stat(path).st_mtime > _STALE_GENERATION_SECONDS:
                     fs().unlink(path)
 
     # -- refresh ---------------------------------------------------------------------------------
@@ -439,7 +476,15 @@ class LogIndex:
             high, low = self.tops[name]
             high.merge(TopK(TOP_K, "max", part.top_max))
             low.merge(TopK(TOP_K, "min", part.top_min))
-        self.count += segment.runs
+        self._new_sorted = None
+        if segment.runs and (not self.sorted_count or self.count + segment.runs - self.sorted_count > max(
+                _RESORT_AFTER, self.sorted_count // 4)):
+            if not self.count:
+                self._new_sorted = segment.sorted_hashes
+            else:  # ascending runs and a short unsorted delta: timsort merges them nearly linearly
+                self._new_sorted = array("Q", sorted(chain(self._words("sorted"), self._words("hash")[
+                    self.sorted_count :], segment.sorted_hashes)))
+        self.count += segment.runs  # only now: the columns on disk do not hold the segment yet
         self.ids_length += len(segment.ids)
         return new_corrupt
 
@@ -451,14 +496,21 @@ class LogIndex:
         new = segment.hashes
         if not new:
             return {}
-        distinct = set(new)
-        suspects: set[int] = set()
-        if len(distinct) != len(new):
-            suspects.update(h for h, n in Counter(new).items() if n > 1)
+        ordered = segment.sorted_hashes
+        suspects = set(compress(ordered, map(operator.eq, ordered, islice(ordered, 1, None))))
         prior = self._words("hash")
-        if len(prior) and not distinct.isdisjoint(prior):
-            suspects.update(distinct.intersection(prior))
-        del distinct
+        if len(prior):
+            known = self._words("sorted")
+            delta = prior[self.sorted_count :]
+            if len(new) * _BISECT_FACTOR < len(known):  # a few new runs: binary searches, not a pass
+                for value in set(new):
+                    at = bisect.bisect_left(known, value)
+                    if at < len(known) and known[at] == value:
+                        suspects.add(value)
+            else:
+                suspects.update(set(new).intersection(known))
+            if len(delta):
+                suspects.update(set(delta).intersection(new))
         if not suspects:
             return {}
         places: dict[str, list[int]] = {}

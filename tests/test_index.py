@@ -360,6 +360,30 @@ def test_duplicates_in_one_refresh_and_across_refreshes_are_reported_not_counted
     assert [item.run_id for item in tracker.runs()] == [run.run_id for run in rescan(tracker.store)[0]]
 
 
+@pytest.mark.parametrize(("resort_after", "bisect_factor"), [(1 << 16, 64), (2, 0), (1, 1 << 30)],
+                         ids=["delta-set", "resorted-and-bisected", "resorted-and-intersected"])
+def test_duplicates_are_found_against_the_sorted_hashes_and_the_delta(
+    tracker: ExperimentTracker, monkeypatch: pytest.MonkeyPatch, resort_after: int, bisect_factor: int
+) -> None:
+    from exptrack import index as index_module
+
+    monkeypatch.setattr(index_module, "_RESORT_AFTER", resort_after)
+    monkeypatch.setattr(index_module, "_BISECT_FACTOR", bisect_factor)
+    runs = fill(tracker, 12)
+    tracker.refresh_index()
+    recent = fill(tracker, 3, start=100)
+    for step in range(6):
+        tracker.refresh_index()
+        append_raw(tracker, line_for(runs[step * 2].run_id, metrics={"accuracy": 50.0 + step}))  # sorted
+        append_raw(tracker, line_for(recent[0].run_id, metrics={"accuracy": 60.0 + step}))  # maybe not yet
+        recent = fill(tracker, 3, start=200 + 3 * step)
+    tracker.refresh_index()
+    assert tracker.best_run("accuracy").metrics["accuracy"] < 2
+    assert len([c for c in tracker.corrupt_lines() if "duplicate" in c.reason]) == 12
+    assert_answers_match_a_rescan(tracker)
+    assert_answers_match_a_rescan(fresh(tracker))
+
+
 def test_show_by_full_id_unique_prefix_and_ambiguous_prefix(tracker: ExperimentTracker) -> None:
     for run_id in ("abc-1", "abc-2", "abd", "x\ny", "back\\slash", "abc"):
         append_raw(tracker, codec.encode(Run(run_id=run_id, timestamp=STAMP, params={}, metrics={"a": 1})))

@@ -71,6 +71,7 @@ _METRICS = b'},"metrics":{'
 _TAGS = b'},"tags":['
 _CRC_HEAD = b',"crc":"'
 _NUMBERS = frozenset({int, float})
+_NOT_NUMBER = (b":t", b":f", b":n", b":[", b":{")
 _REVERSE = slice(None, None, -1)
 _ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
 
@@ -220,9 +221,16 @@ class _Reader:
             part = parts.get(name)
             if part is None:
                 part = parts[name] = MetricPart()
-            part.blocks.append((block, values if raw else MetricStats.of(values)))
-            _top(part.top_max, values, where, offs, keys, operator.lt, 1)
-            _top(part.top_min, values, where, offs, keys, operator.gt, -1)
+            stats = MetricStats.of(values)
+            part.blocks.append((block, values if raw else stats))
+            if not stats.count:
+                continue
+            # most blocks hold no value that beats the K-th best kept so far: skip them whole
+            high, low = part.top_max, part.top_min
+            if len(high) < TOP_K or stats.max > high[0][0]:
+                _top(high, values, where, offs, keys, operator.lt, 1)
+            if len(low) < TOP_K or stats.min < -low[0][0]:
+                _top(low, values, where, offs, keys, operator.gt, -1)
         self.offs, self.dicts, self.keys, self.status = [], [], [], []
         self.slices, self.tags = [], []
 
@@ -232,14 +240,17 @@ class _Reader:
         dicts = self.dicts
         if not self.slices:
             return dicts  # type: ignore[return-value]
+        joined = b"[" + b",".join(self.slices) + b"]"
         try:
-            parsed = codec.loads(b"[" + b",".join(self.slices) + b"]")
+            parsed = codec.loads(joined)
             tags = codec.loads(b"[" + b",".join(self.tags) + b"]") if self.tags else []
         except ValueError:
             raise _Careful from None
-        if set(map(type, parsed)) != {dict} \
-                or not set(map(type, chain.from_iterable(map(dict.values, parsed)))) <= _NUMBERS \
-                or not set(map(type, tags)) <= {list} or not set(map(type, chain.from_iterable(tags))) <= {str}:
+        # Every slice is ``{...}`` without a string value (no ``:"``), so each parses to an object;
+        # a value that is not a number must start with t, f, n, [ or { right after a colon.
+        if len(parsed) != len(self.slices) or not set(map(type, chain.from_iterable(tags))) <= {str} \
+                or not set(map(type, tags)) <= {list} or (any(map(joined.__contains__, _NOT_NUMBER)) and not set(
+                    map(type, chain.from_iterable(map(dict.values, parsed)))) <= _NUMBERS):
             raise _Careful
         if len(parsed) == len(dicts):
             return parsed  # type: ignore[no-any-return]
@@ -317,9 +328,8 @@ class _Reader:
                 if exclude and off in exclude:
                     seg.corrupt.append(CorruptLine(line_no, off, nl - lo, exclude[off]))
                     continue
-                if careful or nl - lo < 90 or buf[nl - 1] != 125 or buf[nl - 2] != 34 \
-                        or not startswith(_CRC_HEAD, nl - 18) or not startswith(_PREFIX, lo) \
-                        or not startswith(b"%08x" % crc32(b"}", crc32(view[lo : nl - 18])), nl - 10):
+                if careful or nl - lo < 90 or not startswith(_CRC_HEAD, nl - 18) or not startswith(_PREFIX, lo) \
+                        or not startswith(b'%08x"}' % crc32(b"}", crc32(view[lo : nl - 18])), nl - 10):
                     self._slow(view[lo:nl], off, line_no)
                     continue
                 # exptrack's own ids (32 hex digits) and timestamps (27 bytes) have fixed lengths

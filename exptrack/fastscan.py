@@ -43,7 +43,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, compress, pairwise, repeat
+from itertools import accumulate, chain, compress, pairwise, repeat
 from typing import Any
 
 from . import codec, scan
@@ -128,6 +128,8 @@ class Segment:
     hashes: array[int] = field(default_factory=lambda: array("Q"))
     offsets: array[int] = field(default_factory=lambda: array("Q"))
     ids: bytearray = field(default_factory=bytearray)
+    starts: array[int] = field(default_factory=lambda: array("Q"))
+    """Where each key starts in ``ids``."""
     sorted_hashes: array[int] = field(default_factory=lambda: array("Q"))
     """``hashes`` in ascending order: each process sorts its own part, merging is linear."""
 
@@ -155,6 +157,7 @@ class Segment:
             _merge_heap(mine.top_min, part.top_min)
         self.hashes.extend(other.hashes)
         self.offsets.extend(other.offsets)
+        self.starts.extend(map(operator.add, other.starts, repeat(len(self.ids))))
         self.ids.extend(other.ids)
         # two ascending runs: timsort merges them in one linear pass
         self.sorted_hashes = array("Q", sorted(chain(self.sorted_hashes, other.sorted_hashes)))
@@ -202,6 +205,7 @@ class _Reader:
         seg.hashes.extend(map(operator.or_, map(operator.lshift, map(crc, keys), repeat(32)),
                               map(crc, map(operator.getitem, keys, repeat(_REVERSE)))))  # type: ignore[arg-type]
         seg.offsets.extend(offs)
+        seg.starts.extend(accumulate(map(len, keys[:-1]), _next_start, initial=len(seg.ids)))
         seg.ids += b"\n".join(keys)
         seg.ids += b"\n"
         for status, count in Counter(self.status).items():
@@ -372,6 +376,10 @@ class _Reader:
                 carry = buf[cut:]
             if self.tick is not None:
                 self.tick(pos - self.start)
+
+
+def _next_start(start: int, length: int) -> int:
+    return start + length + 1  # the key and its newline
 
 
 def _utf8(buf: bytes, lo: int, hi: int) -> bool:

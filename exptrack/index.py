@@ -49,7 +49,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import accumulate, chain, compress, islice
+from itertools import chain, compress, islice, repeat
 from typing import Any
 
 from . import codec, fastscan
@@ -275,10 +275,8 @@ class LogIndex:
         io = fs()
         os.makedirs(self.dir, exist_ok=True)
         if segment is not None and segment.runs:
-            starts = array("Q", accumulate(map(len, bytes(segment.ids).split(b"\n")[:-1]),
-                                           lambda total, n: total + n + 1,
-                                           initial=self.ids_length - len(segment.ids)))
-            starts.pop()
+            base = self.ids_length - len(segment.ids)
+            starts = array("Q", map(operator.add, segment.starts, repeat(base))) if base else segment.starts
             columns = {"hash": (segment.hashes.tobytes(), 8 * (self.count - segment.runs)),
                        "off": (segment.offsets.tobytes(), 8 * (self.count - segment.runs)),
                        "pos": (starts.tobytes(), 8 * (self.count - segment.runs)),
@@ -352,9 +350,7 @@ class LogIndex:
             return
         memory = self._memory
         base = len(memory["ids"])
-        starts = array("Q", accumulate(map(len, bytes(segment.ids).split(b"\n")[:-1]),
-                                       lambda total, n: total + n + 1, initial=base))
-        starts.pop()
+        starts = array("Q", map(operator.add, segment.starts, repeat(base)))
         memory["hash"] += segment.hashes.tobytes()
         memory["off"] += segment.offsets.tobytes()
         memory["pos"] += starts.tobytes()

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import zlib
 from collections import Counter
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,8 @@ def digest(segment: Segment) -> dict[str, Any]:
                       TopK(fastscan.TOP_K, "min", list(part.top_min)).ranked())
     keys = bytes(segment.ids).split(b"\n")[:-1]
     assert [fastscan.id_hash(key) for key in keys] == list(segment.hashes)
+    assert list(segment.starts) == list(accumulate((len(key) + 1 for key in keys[:-1]), initial=0))[: len(keys)]
+    assert list(segment.sorted_hashes) == sorted(segment.hashes)
     return {
         "statuses": {k: v for k, v in segment.statuses.items() if v}, "corrupt": segment.corrupt,
         "unchecked": segment.unchecked, "lines": segment.lines, "end": segment.end,

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 # result.  Everything else is summarised as counts of added/removed/changed packages.
 KEY_PACKAGES = ("numpy", "scipy", "pandas", "scikit-learn", "torch", "tensorflow", "jax", "xgboost",
                 "lightgbm", "catboost", "polars")
-_MAX_PATHSPECS = 200  # untracked files to keep out of a stash by name; beyond, stash tracked changes only
 _SYSTEM_FIELDS = ("os", "os_release", "machine", "python_version", "python_implementation", "cpu_model",
                   "cpu_count", "memory_total_bytes", "hostname")
 
@@ -222,37 +221,12 @@ def _where_it_ran(run: Run) -> str | None:
 
 def _code_steps(tracker: ExperimentTracker, recorded: Mapping[str, Any], current: Mapping[str, Any],
                 patch_file: str | None) -> list[str]:
-    """``code_restore_steps`` with a stash that puts aside only what the run did not have.
-
-    A plain ``git stash --include-untracked`` would also sweep away the untracked files the run
-    itself had (its script, often) and a store kept inside the repository -- the saved patch
-    included -- so the restored checkout could never match.
-    """
+    """``code_restore_steps`` that also keep a store inside the repository out of the stash."""
     from .capture import code_restore_steps
     from .run import store_prefix
 
-    steps = code_restore_steps(recorded, {**current, "dirty": False}, patch_file)
-    commit = recorded.get("commit")
-    if not steps or not steps[0].startswith("cd ") or not isinstance(commit, str) or not current.get("dirty"):
-        return steps
-    had = set(_strings(recorded.get("untracked")))
-    untracked = _strings(current.get("untracked"))
-    new = [p for p in untracked if p not in had]
-    if not new and not current.get("patch_sha256"):
-        return steps  # only untracked files the run had as well: nothing to put aside
-    message = shlex.quote(f"exptrack: before restoring {commit[:12]}")
-    stash = f"git stash push -m {message}"  # tracked changes only
-    keep = [p for p in untracked if p in had]
     prefix = store_prefix(current, tracker.store)
-    if prefix is not None:
-        keep.append(prefix.rstrip("/"))
-    if new and len(keep) <= _MAX_PATHSPECS:
-        excluded = " ".join(shlex.quote(f":(exclude,literal){p}") for p in keep)
-        stash = f"git stash push --include-untracked -m {message} -- .{' ' + excluded if excluded else ''}"
-    elif new:
-        steps.append(f"# {len(new)} untracked file(s) the run did not have are left in place: "
-                     f"{', '.join(new[:5])}")
-    return [steps[0], stash, *steps[1:]]
+    return code_restore_steps(recorded, current, patch_file, keep=[prefix] if prefix is not None else [])
 
 
 def _data_steps(data: Mapping[str, Any], path: str, changed: Sequence[str], base: str) -> list[str]:

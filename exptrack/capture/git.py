@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -288,20 +288,50 @@ def compare_code(
     return {"verdict": "match", "reason": f"same commit {rec_commit[:12]}, {changes}"}
 
 
+_MAX_PATHSPECS = 200  # untracked files kept out of a stash by name; beyond, stash tracked changes only
+
+
+def _stash_steps(
+    recorded: Mapping[str, object], current: Mapping[str, object], commit: str, keep: Sequence[str]
+) -> list[str]:
+    """The stash that puts aside the current work the run did not have, and nothing else."""
+    if not current.get("dirty"):
+        return []
+    had = set(_str_list(recorded))
+    untracked = _str_list(current)
+    new = [p for p in untracked if p not in had]
+    if not new and not current.get("patch_sha256"):
+        return []  # only untracked files the run had as well: nothing to put aside
+    message = shlex.quote(f"exptrack: before restoring {commit[:12]}")
+    kept = [p for p in untracked if p in had] + [k.rstrip("/") for k in keep]
+    if new and len(kept) <= _MAX_PATHSPECS:
+        excluded = "".join(" " + shlex.quote(f":(exclude,literal){p}") for p in kept)
+        return [f"git stash push --include-untracked -m {message} -- .{excluded}"]
+    steps = [f"git stash push -m {message}"]  # tracked changes only
+    if new:
+        steps.append(f"# {len(new)} untracked file(s) the run did not have are left in place: {', '.join(new[:5])}")
+    return steps
+
+
 def code_restore_steps(
     recorded: Mapping[str, object],
     current: Mapping[str, object],
     patch_file: str | None = None,
+    keep: Sequence[str] = (),
 ) -> list[str]:
     """Shell commands that bring the current checkout back to a run's code state.
 
-    Current uncommitted work is stashed rather than discarded. Lines starting with ``#`` explain
-    what cannot be automated (a patch that was not saved, untracked files).
+    Current uncommitted work is stashed rather than discarded -- but only what the run did not
+    have: a plain ``git stash --include-untracked`` would also sweep away the untracked files the
+    run itself had (its script, often) and anything in ``keep`` (a store inside the repository,
+    with the saved patch), and the restored checkout could then never match.  Lines starting with
+    ``#`` explain what cannot be automated (a patch that was not saved, untracked files).
 
     Args:
         recorded: the run's ``CodeState.info``.
         current: ``capture_code().info`` where the user will run the commands.
         patch_file: where the run's saved patch is; without it the apply step is a comment.
+        keep: repository-relative paths to leave out of the stash.
 
     Returns:
         Commands in order, empty when the code already matches.
@@ -317,8 +347,7 @@ def code_restore_steps(
     checkout = current.get("commit") != commit
     if isinstance(root, str):
         steps.append(f"cd {shlex.quote(root)}")
-        if current.get("dirty"):
-            steps.append(f"git stash push --include-untracked -m 'exptrack: before restoring {commit[:12]}'")
+        steps += _stash_steps(recorded, current, commit, keep)
     elif isinstance(remote, str):
         name = os.path.basename(str(recorded.get("repo_root") or "")) or "restored"
         steps += [f"git clone {shlex.quote(remote)} {shlex.quote(name)}", f"cd {shlex.quote(name)}"]

@@ -18,6 +18,7 @@ from .errors import (
     StorageError,
     UnknownMetricError,
 )
+from .index import IndexStats
 from .record import Run
 from .scan import CorruptLine
 from .tracker import ExperimentTracker
@@ -29,6 +30,7 @@ __all__ = [
     "ExperimentTracker",
     "ExptrackError",
     "FilterSyntaxError",
+    "IndexStats",
     "InvalidRecordError",
     "LockTimeoutError",
     "MissingMetricError",

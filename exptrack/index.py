@@ -218,6 +218,8 @@ class LogIndex:
             with open(self.path, "rb") as handle:
                 raw = handle.read()
         except FileNotFoundError:
+            if os.path.exists(self.log_path):
+                logger.info("building the index of %s (no %s yet)", self.log_path, self.path)
             return
         except OSError as exc:
             logger.warning("cannot read the index %s (%s); rebuilding it", self.path, exc)

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .artifacts import ArtifactStore
+from .errors import ExptrackError
+from .index import INDEX_DIR, INDEX_FILE
+from .query import Summary, TopK
 from .record import Run
-from .scan import CorruptLine
+from .scan import CorruptLine, LogScan, line_length
 from .tracker import RUNS_FILE, ExperimentTracker
 
 ProblemKind = Literal["log", "artifact", "index"]
@@ -114,26 +117,39 @@ def check_store(store: str | os.PathLike[str], *, artifacts: bool = True) -> Che
         report.log_bytes = log_path.stat().st_size
     except FileNotFoundError:
         report.log_bytes = 0
-    tracker = ExperimentTracker(root)
     referenced: dict[str, tuple[Run, str]] = {}
+    summary = Summary()
+    tops: dict[str, tuple[TopK, TopK]] = {}
     log_name = os.fspath(log_path)
-    for item in tracker.scan(final=True):
+    # The log is read here without the index: the check must not trust the cache it verifies.
+    scan = LogScan(log_name, final=True)
+    first_line: dict[str, int] = {}
+    for item in scan:
         report.lines += 1
         if type(item) is Run:
-            report.runs += 1
-            if artifacts:
-                for name, sha in _blob_refs(item):
-                    referenced.setdefault(sha, (item, name))
+            first = first_line.setdefault(item.run_id, scan.lines)
+            if first == scan.lines:
+                report.runs += 1
+                summary.add(item)
+                for name, value in item.metrics.items():
+                    if name not in tops:
+                        tops[name] = (TopK(1, "max"), TopK(1, "min"))
+                    for top in tops[name]:
+                        top.add(value, item.offset, item.run_id)
+                if artifacts:
+                    for name, sha in _blob_refs(item):
+                        referenced.setdefault(sha, (item, name))
+                continue
+            # the duplicate policy: the first line with an id wins, later ones are corrupt
+            found = CorruptLine(scan.lines, item.offset, line_length(log_name, item.offset),
+                                f"duplicate run_id {item.run_id} (first at line {first})")
         else:
-            corrupt: CorruptLine = item  # type: ignore[assignment]
-            report.problems.append(
-                Problem("log", log_name, corrupt.reason, corrupt.line, corrupt.offset, corrupt.length)
-            )
-    report.unchecked = tracker.last_unchecked
-    tracker.close()
+            found = item  # type: ignore[assignment]
+        report.problems.append(Problem("log", log_name, found.reason, found.line, found.offset, found.length))
+    report.unchecked = scan.unchecked
     if artifacts:
         _check_artifacts(root, referenced, report)
-    report.index = _check_index(root, report)
+    report.index = _check_index(root, report, summary, tops)
     return report
 
 
@@ -173,9 +189,82 @@ def _check_artifacts(root: Path, referenced: Mapping[str, tuple[Run, str]], repo
             )
 
 
-def _check_index(root: Path, report: CheckReport) -> str:
-    """The index is a disposable cache: report whether it exists and agrees with the log."""
-    index_dir = root / ".index"
-    if not index_dir.exists():
+def _check_index(
+    root: Path, report: CheckReport, summary: Summary, tops: Mapping[str, tuple[TopK, TopK]]
+) -> str:
+    """The index is a disposable cache: if there is one, its answers must equal the log's.
+
+    The tracker refreshes it first (as any query does), so a stale or unreadable index is
+    rebuilt and only reported in the status; an index that still disagrees after that is a
+    problem (``.index`` can always be deleted: it is rebuilt from the log).
+    """
+    index_dir = root / INDEX_DIR
+    if not (index_dir / INDEX_FILE).exists():
         return "absent"
-    return "present (not verified)"
+    where = os.fspath(index_dir)
+    tracker = ExperimentTracker(root)
+    try:
+        indexed = tracker.summary()
+        corrupt = tracker.corrupt_lines()
+        stats = tracker.index_stats()
+        wrong = _disagreements(tracker, report, summary, tops, indexed, corrupt)
+    except ExptrackError as exc:
+        wrong = [f"a query through it failed: {exc}"]
+        stats = tracker.index_stats()
+    finally:
+        tracker.close()
+    for what in wrong:
+        report.problems.append(Problem("index", where, f"{what}; delete {where} to rebuild it from the log"))
+    if wrong:
+        return "disagrees with the log"
+    state = f"ok ({stats.runs} runs up to byte {stats.watermark})"
+    if stats.rebuilds:
+        state += ", rebuilt: the saved index did not match the log"
+    if not stats.persistent:
+        state += ", kept in memory: the store cannot be written"
+    return state
+
+
+def _disagreements(
+    tracker: ExperimentTracker,
+    report: CheckReport,
+    summary: Summary,
+    tops: Mapping[str, tuple[TopK, TopK]],
+    indexed: Mapping[str, Any],
+    corrupt: list[CorruptLine],
+) -> list[str]:
+    torn = "torn tail"
+    wrong = []
+    if indexed["total_runs"] != report.runs:
+        wrong.append(f"it counts {indexed['total_runs']} runs, the log holds {report.runs}")
+    expected = sorted(p.offset for p in report.problems if p.kind == "log" and not p.reason.startswith(torn))
+    actual = sorted(c.offset for c in corrupt if not c.reason.startswith(torn))
+    if actual != expected:
+        wrong.append(f"it reports corrupt lines at bytes {actual[:5]}, the log has them at {expected[:5]}")
+    if indexed.get("unchecked_runs", report.unchecked) != report.unchecked:
+        wrong.append(f"it counts {indexed['unchecked_runs']} unchecked runs, the log {report.unchecked}")
+    if dict(indexed["statuses"]) != {k: v for k, v in summary.statuses.items() if v}:
+        wrong.append(f"its status counts {indexed['statuses']} differ from the log's")
+    metrics: Mapping[str, Mapping[str, Any]] = indexed["metrics"]
+    if sorted(metrics) != sorted(summary.metrics):
+        wrong.append("it lists other metrics than the log holds")
+        return wrong
+    for name, fold in summary.metrics.items():
+        want, got = fold.stats().to_dict(), metrics[name]
+        wrong.extend(
+            f"metric {name!r}: {key} is {got[key]}, the log says {want[key]}"
+            for key in ("count", "nonfinite", "min", "max")
+            if got[key] != want[key]
+        )
+        for top in tops[name]:
+            entries = top.ranked()
+            if not entries:
+                continue
+            try:
+                best = tracker.top_runs(name, 1, mode=top.mode)[0]
+            except ExptrackError as exc:
+                wrong.append(f"metric {name!r}: best ({top.mode}) failed: {exc}")
+                continue
+            if best.run_id != entries[0][2]:
+                wrong.append(f"metric {name!r}: best ({top.mode}) is {best.run_id}, the log says {entries[0][2]}")
+    return wrong

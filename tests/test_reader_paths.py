@@ -20,6 +20,7 @@ from exptrack.artifacts import ArtifactStore
 from exptrack.cli import cli
 from exptrack.errors import InvalidRecordError
 from exptrack.fsck import check_store
+from exptrack.index import INDEX_DIR, INDEX_FILE
 from exptrack.record import build_run
 from exptrack.scan import LogScan
 
@@ -462,3 +463,29 @@ def test_strict_cli_passes_a_clean_store(tracker: ExperimentTracker) -> None:
     code, out = run_cli(tracker.store, "--strict", "best", "accuracy")
     assert code == 0, out
     assert "r1" in out
+
+
+def test_check_verifies_the_index_against_the_log(tracker: ExperimentTracker) -> None:
+    for i in range(4):
+        tracker.log_run(params={"i": i}, metrics={"accuracy": i / 10})
+    assert check_store(tracker.store).index == "absent"
+    tracker.summary()  # builds the index
+    report = check_store(tracker.store)
+    assert report.ok
+    assert report.index.startswith("ok (4 runs")
+
+    # an index whose numbers were altered but still parse: the check must not call it ok
+    index_file = tracker.store / INDEX_DIR / INDEX_FILE
+    index_file.write_bytes(index_file.read_bytes().replace(b"0.3", b"0.9"))
+    report = check_store(tracker.store)
+    answers_right = ExperimentTracker(tracker.store).summary()["metrics"]["accuracy"]["max"] == 0.3
+    if report.ok:  # the index noticed and rebuilt itself
+        assert answers_right
+        assert "rebuilt" in report.index
+    else:
+        assert report.index == "disagrees with the log"
+        assert [p.kind for p in report.problems] == ["index"]
+        assert "delete" in report.problems[0].reason
+        code, out = run_cli(tracker.store, "check")
+        assert code == 1
+        assert "metric 'accuracy': max is 0.9, the log says 0.3" in out

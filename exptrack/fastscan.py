@@ -63,6 +63,7 @@ PARALLEL_MIN_BYTES = 32 << 20
 """Below this a range is read in the calling process: forking and merging cost more than they
 save (a fork plus the transfer of the results is ~10-30 ms)."""
 
+Predicate = Callable[[Run], bool]
 Progress = Callable[[int, int], None]
 """``progress(bytes_done, bytes_total)``, called from the process that asked for the scan."""
 
@@ -177,9 +178,10 @@ class _Reader:
     """The state of one pass; ``run`` fills a :class:`Segment`."""
 
     def __init__(self, path: str, start: int, end: int, exclude: Mapping[int, str], careful: bool,
-                 tick: Callable[[int], None] | None) -> None:
+                 tick: Callable[[int], None] | None, predicate: Predicate | None = None) -> None:
         self.path, self.start, self.end = path, start, end
-        self.exclude, self.careful, self.tick = exclude, careful, tick
+        self.exclude, self.careful, self.tick = exclude, careful or predicate is not None, tick
+        self.predicate = predicate
         self.seg = Segment(start, start)
         self.first_block = start >> BLOCK_SHIFT
         self.block = -1
@@ -272,7 +274,8 @@ class _Reader:
     def _slow(self, line: memoryview, offset: int, line_no: int) -> None:
         item = _parse(line, offset, line_no)
         if type(item) is tuple:
-            self.add_run(*item)
+            if self.predicate is None or self.predicate(item[0]):
+                self.add_run(*item)
         else:
             self.seg.corrupt.append(item)  # type: ignore[arg-type]
 
@@ -411,16 +414,18 @@ def _top(heap: list[tuple[float, int, str]], values: list[Any], where: Any, offs
 
 
 def scan_range(path: str, start: int, end: int, *, exclude: Mapping[int, str] | None = None,
-               tick: Callable[[int], None] | None = None) -> Segment:
+               tick: Callable[[int], None] | None = None, predicate: Predicate | None = None) -> Segment:
     """Read the complete lines of ``[start, end)`` in this process (``start`` is a line start).
 
     ``exclude`` maps offsets of lines to report as corrupt with the given reason (duplicates).
+    With a ``predicate`` every line is decoded in full (a filter may read any field) and only
+    the runs it accepts are counted.
     """
     try:
-        segment = _Reader(path, start, end, exclude or {}, False, tick).run()
+        segment = _Reader(path, start, end, exclude or {}, False, tick, predicate).run()
     except _Careful:
         logger.debug("unusual metric values in %s [%d, %d): reading line by line", path, start, end)
-        segment = _Reader(path, start, end, exclude or {}, True, tick).run()
+        segment = _Reader(path, start, end, exclude or {}, True, tick, predicate).run()
     segment.sorted_hashes = array("Q", sorted(segment.hashes))
     return segment
 
@@ -467,12 +472,13 @@ def _start_method() -> str | None:
     return "fork"
 
 
-def _child(conn: Any, progress: Any, path: str, start: int, end: int, exclude: Mapping[int, str]) -> None:
+def _child(conn: Any, progress: Any, path: str, start: int, end: int, exclude: Mapping[int, str],
+           predicate: Predicate | None) -> None:
     def tick(done: int) -> None:
         progress.value = done
 
     try:
-        conn.send(scan_range(path, start, end, exclude=exclude, tick=tick))
+        conn.send(scan_range(path, start, end, exclude=exclude, tick=tick, predicate=predicate))
     except BaseException as exc:  # surfaces in the parent, which then reads the range itself
         conn.send(exc)
     finally:
@@ -480,12 +486,13 @@ def _child(conn: Any, progress: Any, path: str, start: int, end: int, exclude: M
 
 
 def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str] | None = None,
-                  progress: Progress | None = None, workers: int | None = None) -> Segment:
+                  progress: Progress | None = None, workers: int | None = None,
+                  predicate: Predicate | None = None) -> Segment:
     """Read ``[start, end)`` with up to ``workers`` processes (default: one per core).
 
-    The calling process reads the first piece itself while forked children read the others;
-    results merge in log order.  Small ranges, platforms without ``fork`` and threaded callers
-    read in one process.
+    The calling process reads the first piece itself while forked children read the others
+    (a forked child inherits ``predicate``: nothing is pickled on the way in); results merge in
+    log order.  Small ranges, platforms without ``fork`` and threaded callers read in one process.
     """
     total = end - start
     count = workers if workers is not None else (os.cpu_count() or 1)
@@ -494,7 +501,7 @@ def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str]
         start, end]
     exclude = exclude or {}
     if len(cuts) == 2:
-        return scan_range(path, start, end, exclude=exclude,
+        return scan_range(path, start, end, exclude=exclude, predicate=predicate,
                           tick=(lambda done: progress(done, total)) if progress else None)
     ctx: Any = multiprocessing.get_context(method)
     children = []
@@ -502,7 +509,7 @@ def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str]
     for lo, hi in pairwise(cuts[1:]):
         counter = ctx.Value("q", 0, lock=False)
         receive, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_child, args=(send, counter, path, lo, hi, exclude), daemon=True)
+        child = ctx.Process(target=_child, args=(send, counter, path, lo, hi, exclude, predicate), daemon=True)
         child.start()
         send.close()
         children.append((child, receive, lo, hi))
@@ -513,7 +520,7 @@ def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str]
             progress(done + sum(c.value for c in counters), total)
 
     try:
-        merged = scan_range(path, cuts[0], cuts[1], exclude=exclude, tick=tick)
+        merged = scan_range(path, cuts[0], cuts[1], exclude=exclude, tick=tick, predicate=predicate)
         for _, receive, lo, hi in children:
             try:
                 result = receive.recv()
@@ -521,7 +528,7 @@ def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str]
                 result = None
             if not isinstance(result, Segment):
                 logger.warning("parallel read of bytes %d-%d failed (%r); reading them here", lo, hi, result)
-                result = scan_range(path, lo, hi, exclude=exclude)
+                result = scan_range(path, lo, hi, exclude=exclude, predicate=predicate)
             merged.merge(result)
             tick(0)
     finally:

@@ -154,6 +154,14 @@ class LogIndex:
         self._maps: dict[str, mmap.mmap | bytes | bytearray] = {}
         self._memory: dict[str, bytearray] = {}  # the id columns of an index kept in memory
 
+    @classmethod
+    def of_segment(cls, segment: Segment) -> LogIndex:
+        """An in-memory index of one read alone (a filtered scan), answering like the real one."""
+        view = cls("", "")
+        view.persistent = False
+        view._fold(segment)
+        return view
+
     def invalidate(self) -> None:
         """Forget everything: the next refresh rebuilds from byte 0 (a new generation)."""
         self._rebuild_from_nothing("asked to rebuild")

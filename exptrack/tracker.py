@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import codec
+from . import codec, fastscan
 from ._markers import capture_file, process_alive, recovered_extra
 from .artifacts import ArtifactStore
 from .errors import (
@@ -24,6 +24,7 @@ from .errors import (
     StorageError,
     UnknownMetricError,
 )
+from .fastscan import TOP_K
 from .index import IndexStats, LogIndex, StaleIndexError, read_run_at
 from .journal import Journal
 from .logs import attach_store_log
@@ -266,10 +267,15 @@ class ExperimentTracker:
         chosen = resolve_mode(metric, mode)
         if k < 1:
             raise InvalidRecordError(f"k must be at least 1, not {k}", "k")
-        if where is None:
+        if where is not None and k <= TOP_K:
+            index = self._filtered(where)  # the filtered runs' own index: one parallel scan
+        elif where is None:
             index = self._indexed()
-            entries = index.top(metric, chosen, k) if index is not None else None
-            if index is not None and entries is not None:
+        else:
+            index = None
+        if index is not None:
+            entries = index.top(metric, chosen, k)
+            if entries is not None:
                 try:
                     ranked = [self._read_indexed(offset, run_id) for _, offset, run_id in entries]
                 except StaleIndexError as exc:
@@ -277,7 +283,7 @@ class ExperimentTracker:
                 else:
                     if not ranked:
                         if not index.runs:
-                            raise NoRunsError(f"no runs in {self.store}")
+                            raise NoRunsError(f"no runs{' matching the filter' if where else ''} in {self.store}")
                         raise UnknownMetricError(metric, sorted(index.folds))
                     return ranked
         result = top_runs(self.runs(where=where), metric, k, chosen)
@@ -287,9 +293,10 @@ class ExperimentTracker:
 
     def summary(self, *, where: Where = None) -> dict[str, Any]:
         """Total runs, corrupt lines, runs per status and per-metric count/min/max/mean/std/best."""
-        index = self._indexed() if where is None else None
-        if index is not None:
-            corrupt = self._indexed_corrupt(index)
+        full = self._indexed()
+        index = full if where is None else self._filtered(where)
+        if full is not None and index is not None:
+            corrupt = self._indexed_corrupt(full)
             self.last_corrupt = corrupt
             best: dict[str, tuple[Mode, str, float]] = {}
             for name in index.folds:
@@ -299,7 +306,7 @@ class ExperimentTracker:
                     value, _, run_id = entries[0]
                     best[name] = (mode, run_id, value)
             result = summary_dict(index.runs, index.statuses, index.metric_stats(), best, len(corrupt))
-            result["unchecked_runs"] = index.unchecked
+            result["unchecked_runs"] = full.unchecked
             return result
         summary, best = summarize(self.runs(where=where))
         stats = {name: fold.stats() for name, fold in summary.metrics.items()}
@@ -364,6 +371,21 @@ class ExperimentTracker:
         if self.strict and index.corrupt:
             raise CorruptStoreError(f"{self.runs_path}: {index.corrupt[0]}")
         return index
+
+    def _filtered(self, where: Where) -> LogIndex | None:
+        """best / top / summary of the runs ``where`` accepts, read on every core.
+
+        Every line up to the index's watermark is decoded and tested (a filter may read any
+        field); duplicates are the index's.  None when the index is unusable.
+        """
+        index = self._indexed()
+        predicate = _compile(where)
+        if index is None or predicate is None:
+            return index
+        exclude = {c.offset: c.reason for c in index.corrupt if c.reason.startswith("duplicate run_id")}
+        segment = fastscan.scan_parallel(str(self.runs_path), 0, index.watermark, exclude=exclude,
+                                         predicate=predicate)
+        return LogIndex.of_segment(segment)
 
     def _index_failed(self, exc: Exception) -> None:
         logger.warning("the index of %s disagrees with the log (%s); rebuilding it", self.runs_path, exc,

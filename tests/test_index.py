@@ -27,6 +27,7 @@ from exptrack.logs import detach_store_log
 from exptrack.query import summarize, summary_dict, top_runs
 from exptrack.record import Run, build_run
 from exptrack.scan import LogScan
+from exptrack.where import compile_where
 
 STAMP = "2026-01-01T00:00:00.000000Z"
 METRICS = ("accuracy", "val_loss", "epochs")
@@ -57,39 +58,43 @@ def rescan(store: Path) -> tuple[list[Run], list[CorruptLine]]:
     return runs, corrupt
 
 
+WHERE = "params.model = 'rf' or status = 'killed'"
+
+
 def expected_answers(store: Path) -> dict[str, Any]:
     runs, corrupt = rescan(store)
-    summary, best = summarize(runs)
-    stats = {name: fold.stats() for name, fold in summary.metrics.items()}
-    answers: dict[str, Any] = {
-        "summary": codec.dumps(summary_dict(summary.total, summary.statuses, stats, best, len(corrupt))),
-        "corrupt": [(c.line, c.offset, c.length, c.reason) for c in corrupt],
-    }
-    for metric in METRICS:
-        for k in (1, 3, TOP_K + 20):
-            ranked = top_runs(runs, metric, k, "min" if metric == "val_loss" else "max")
-            answers[f"top {metric} {k}"] = [run.run_id for run in ranked] or "nothing"
+    answers: dict[str, Any] = {"corrupt": [(c.line, c.offset, c.length, c.reason) for c in corrupt]}
+    for scope, chosen in (("", runs), ("where ", [run for run in runs if compile_where(WHERE)(run)])):
+        summary, best = summarize(chosen)
+        stats = {name: fold.stats() for name, fold in summary.metrics.items()}
+        answers[f"{scope}summary"] = codec.dumps(
+            summary_dict(summary.total, summary.statuses, stats, best, len(corrupt)))
+        for metric in METRICS:
+            for k in (1, 3, TOP_K + 20):
+                ranked = top_runs(chosen, metric, k, "min" if metric == "val_loss" else "max")
+                answers[f"{scope}top {metric} {k}"] = [run.run_id for run in ranked] or "nothing"
     return answers
 
 
-def ranked_ids(tracker: ExperimentTracker, metric: str, k: int) -> list[str] | str:
+def ranked_ids(tracker: ExperimentTracker, metric: str, k: int, where: str | None) -> list[str] | str:
     try:
-        ranked = tracker.top_runs(metric, k, mode="min" if metric == "val_loss" else "max")
+        ranked = tracker.top_runs(metric, k, mode="min" if metric == "val_loss" else "max", where=where)
     except (NoRunsError, UnknownMetricError):
         return "nothing"
     return [run.run_id for run in ranked]
 
 
 def answers(tracker: ExperimentTracker) -> dict[str, Any]:
-    summary = tracker.summary()
-    summary.pop("unchecked_runs")
     result: dict[str, Any] = {
-        "summary": codec.dumps(summary),
         "corrupt": [(c.line, c.offset, c.length, c.reason) for c in tracker.corrupt_lines()],
     }
-    for metric in METRICS:
-        for k in (1, 3, TOP_K + 20):
-            result[f"top {metric} {k}"] = ranked_ids(tracker, metric, k)
+    for scope, where in (("", None), ("where ", WHERE)):
+        summary = tracker.summary(where=where)
+        summary.pop("unchecked_runs")
+        result[f"{scope}summary"] = codec.dumps(summary)
+        for metric in METRICS:
+            for k in (1, 3, TOP_K + 20):
+                result[f"{scope}top {metric} {k}"] = ranked_ids(tracker, metric, k, where)
     return result
 
 

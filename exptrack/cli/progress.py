@@ -15,8 +15,8 @@ import click
 from ..errors import ExptrackError
 from ..tracker import ExperimentTracker
 
-SHOW_FROM_BYTES = 32 << 20
-"""Smaller reads finish in well under a second: a bar would only flicker."""
+SHOW_FROM_BYTES = 8 << 20
+"""Smaller reads finish in about a second or less: a bar would only flicker."""
 
 
 def _isatty(stream: IO[str] | None) -> bool:

@@ -282,33 +282,65 @@ class LogIndex:
             self._to_memory(segment)
 
     def _write(self, segment: Segment | None) -> None:
-        io = fs()
         os.makedirs(self.dir, exist_ok=True)
         if segment is not None and segment.runs:
-            base = self.ids_length - len(segment.ids)
-            starts = array("Q", map(operator.add, segment.starts, repeat(base))) if base else segment.starts
-            columns = {"hash": (segment.hashes.tobytes(), 8 * (self.count - segment.runs)),
-                       "off": (segment.offsets.tobytes(), 8 * (self.count - segment.runs)),
-                       "pos": (starts.tobytes(), 8 * (self.count - segment.runs)),
-                       "ids": (bytes(segment.ids), self.ids_length - len(segment.ids))}
-            for column, (data, at) in columns.items():
-                fd = io.open(self._column_path(column), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                try:
-                    _pwrite_all(fd, data, at)
-                    io.fsync(fd)
-                finally:
-                    io.close(fd)
-        replaced = ""
-        if self._new_sorted is not None:
-            name = f"{self.generation}-{self.count}.sorted"
-            fd = io.open(os.path.join(self.dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            self._write_columns(segment)
+        replaced = self._write_sorted(self._new_sorted) if self._new_sorted is not None else ""
+        self._write_state()
+        if replaced:
+            self._forget_generation("")
+
+    def _write_columns(self, segment: Segment) -> None:
+        """Append the segment's entries to the id columns (``pwrite`` at the saved lengths)."""
+        io = fs()
+        base = self.ids_length - len(segment.ids)
+        starts = array("Q", map(operator.add, segment.starts, repeat(base))) if base else segment.starts
+        at = 8 * (self.count - segment.runs)
+        columns = {"hash": (segment.hashes.tobytes(), at), "off": (segment.offsets.tobytes(), at),
+                   "pos": (starts.tobytes(), at), "ids": (bytes(segment.ids), base)}
+        for column, (data, position) in columns.items():
+            # Only a new generation creates its files: one that vanished (another process rebuilt
+            # the index and deleted it) must not come back as zeros followed by a tail.
+            flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT if not position else 0)
             try:
-                _pwrite_all(fd, self._new_sorted.tobytes(), 0)
+                fd = io.open(self._column_path(column), flags, 0o644)
+            except FileNotFoundError:
+                raise StaleIndexError(f"id column {column} was deleted by another process") from None
+            try:
+                if io.fstat(fd).st_size < position:
+                    raise StaleIndexError(f"id column {column} is shorter than the index says")
+                _pwrite_all(fd, data, position)
                 io.fsync(fd)
             finally:
                 io.close(fd)
-            replaced, self.sorted_name, self.sorted_count = self.sorted_name, name, self.count
-            self._new_sorted = None
+
+    def _write_sorted(self, ordered: array[int]) -> str:
+        """Install a new sorted hash column; return the name of the one it replaces.
+
+        Written whole under a temporary name, then renamed: a process compacting at the same
+        moment writes the same bytes, and a reader never maps a half-written file.
+        """
+        io = fs()
+        name = f"{self.generation}-{self.count}.sorted"
+        partial = os.path.join(self.dir, f"{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        fd = io.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                _pwrite_all(fd, ordered.tobytes(), 0)
+                io.fsync(fd)
+            finally:
+                io.close(fd)
+            io.replace(partial, os.path.join(self.dir, name))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                io.unlink(partial)
+            raise
+        replaced, self.sorted_name, self.sorted_count = self.sorted_name, name, self.count
+        self._new_sorted = None
+        return replaced
+
+    def _write_state(self) -> None:
+        io = fs()
         tmp = f"{self.path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         fd = io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
@@ -322,8 +354,6 @@ class LogIndex:
             with contextlib.suppress(OSError):
                 io.unlink(tmp)
             raise
-        if replaced:
-            self._forget_generation("")
 
     def _to_memory(self, segment: Segment | None) -> None:
         """Keep the id columns in memory from now on (the saved part, if readable, plus ``segment``)."""
@@ -380,6 +410,8 @@ class LogIndex:
         for name in names:
             stem, _, column = name.partition(".")
             owner = stem.partition("-")[0]
+            if column.endswith(".tmp"):  # left by a process that died while writing it
+                owner, column = "", "sorted"
             if column not in (*_COLUMNS, "sorted") or stem == self.generation or name == self.sorted_name:
                 continue
             path = os.path.join(self.dir, name)

@@ -326,6 +326,20 @@ def test_corrupt_or_older_index_file_is_rebuilt(tracker: ExperimentTracker, dama
     assert json.loads(index_file(tracker).read_bytes())["version"] == 1  # saved again, whole
 
 
+def test_index_deleted_under_a_process_that_keeps_appending_is_rebuilt_not_zero_filled(
+    tracker: ExperimentTracker,
+) -> None:
+    runs = fill(tracker, 30)
+    tracker.refresh_index()
+    fill(tracker, 2, start=50)
+    assert tracker.get_run(runs[0].run_id) == runs[0]  # the id columns are mapped in this process now
+    shutil.rmtree(tracker.store / INDEX_DIR)  # as another process's rebuild would remove its files
+    fill(tracker, 5, start=100)
+    append_raw(tracker, line_for(tracker.get_run(rescan(tracker.store)[0][0].run_id).run_id))  # a duplicate
+    assert_answers_match_a_rescan(tracker)
+    assert_answers_match_a_rescan(fresh(tracker))
+
+
 def test_missing_id_column_is_rebuilt(tracker: ExperimentTracker) -> None:
     fill(tracker, 30)
     generation = tracker.refresh_index().generation

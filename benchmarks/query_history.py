@@ -31,12 +31,14 @@ import importlib.util
 import json
 import math
 import multiprocessing
+import resource
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -381,8 +383,21 @@ def same(query: str, a: Answer, b: Answer) -> bool:
     return True
 
 
-def _rss_probe(store: str, query: str, cold: bool) -> tuple[float, float]:
-    """In a fresh process: (RSS before the query, peak RSS during it), MiB."""
+def describe_difference(query: str, got: Answer, expected: Answer) -> str:
+    if query != "summary":
+        return f"{got!r} != {expected!r}"
+    parts = []
+    if got[:2] != expected[:2]:
+        parts.append(f"totals/statuses {got[:2]!r} != {expected[:2]!r}")
+    for name in sorted(set(got[2]) | set(expected[2])):
+        left, right = got[2].get(name), expected[2].get(name)
+        if left is None or right is None or not same("summary", (0, (), {name: left}), (0, (), {name: right})):
+            parts.append(f"{name}: {left!r} != {right!r}")
+    return "; ".join(parts)
+
+
+def _rss_probe(conn: Connection, store: str, query: str, cold: bool) -> None:
+    """In a fresh process: send (RSS before the query, its peak, the largest helper's peak), MiB."""
     path = Path(store)
     if cold:
         reset_index(path)
@@ -390,12 +405,24 @@ def _rss_probe(store: str, query: str, cold: bool) -> tuple[float, float]:
     baseline = current_rss_mb()
     reset = reset_peak_rss()
     exptrack_answer(path, query)
-    return baseline, peak_rss_mb() if reset else math.nan
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+    conn.send((baseline, peak_rss_mb() if reset else math.nan, children))
+    conn.close()
 
 
-def rss(store: Path, query: str, cold: bool) -> tuple[float, float]:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_rss_probe, (str(store), query, cold))
+def rss(store: Path, query: str, cold: bool) -> tuple[float, float, float]:
+    # A plain (non-daemon) process: exptrack may read a long log with helper processes of its own.
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_rss_probe, args=(send, str(store), query, cold))
+    process.start()
+    send.close()
+    try:
+        result: tuple[float, float, float] = receive.recv()
+    finally:
+        receive.close()
+        process.join()
+    return result
 
 
 # -- main -------------------------------------------------------------------------------------------
@@ -441,19 +468,19 @@ def bench_size(n: int, store: Path, peers: list[str], reps: int, budget: float, 
 
     problems.extend(
         f"{tag}: {_LABELS[query]} from {who} disagrees with the stdlib json loop: "
-        f"{answers[(who, query)]!r} != {reference[query]!r}"
+        f"{describe_difference(query, answers[(who, query)], reference[query])}"
         for query in QUERIES
         for who in ("cold", "warm", *peers)
         if not same(query, answers[(who, query)], reference[query])
     )
 
-    memory.append([tag, "before the queries", "-", f"{size_mb:,.0f} MiB file", None, None])
+    memory.append([tag, "before the queries", "-", f"{size_mb:,.0f} MiB file", None, None, None])
     probes = (("filtered top-10 (streaming)", "filtered", False),
               ("cold best (no index)", "best", True),
               ("warm summary", "summary", False))
     for label, query, is_cold in probes[:1] if quick else probes:
-        baseline, peak = rss(store, query, is_cold)
-        memory.append([tag, label, "exptrack", "", peak, peak - baseline])
+        baseline, peak, helper = rss(store, query, is_cold)
+        memory.append([tag, label, "exptrack", "", peak, peak - baseline, helper or None])
 
     appended = 0
     added: dict[str, list[float]] = {}
@@ -469,11 +496,11 @@ def bench_size(n: int, store: Path, peers: list[str], reps: int, budget: float, 
             lambda q=query: exptrack_answer(store, q), reps, budget, before=append_1000)
     writer.close()
     grown = json_answers(path)
-    problems.extend(
-        f"{tag} +{appended} runs: {_LABELS[query]} disagrees with the stdlib json loop"
-        for query in QUERIES
-        if not same(query, exptrack_answer(store, query), grown[query])
-    )
+    for query in QUERIES:
+        answer = exptrack_answer(store, query)
+        if not same(query, answer, grown[query]):
+            problems.append(f"{tag} +{appended} runs: {_LABELS[query]} disagrees with the stdlib json loop: "
+                            f"{describe_difference(query, answer, grown[query])}")
 
     for query in QUERIES:
         duck = peer_ms.get(("duckdb", query))
@@ -557,8 +584,8 @@ def main() -> int:
         [[s, *(matrix.get((s, q, n)) for n in sizes for q in QUERIES)] for s in systems],
         title="Summary (median ms; the floors are per pass over the file)",
     )
-    print_table(["history", "query", "system", "note", "peak RSS MiB", "above baseline MiB"], memory,
-                title="Peak RSS, fresh process per query")
+    print_table(["history", "query", "system", "note", "peak RSS MiB", "above baseline MiB", "helper peak MiB"],
+                memory, title="Peak RSS, fresh process per query (helper: the largest process it started, if any)")
     print(f"answers agree: yes; {load_average()}")
     return 0
 

@@ -51,6 +51,7 @@ from exptrack.record import build_run
 from exptrack.scan import CorruptLine, LogScan
 
 ITEMS_PER_WORKER = 512
+Result = tuple[int, float, float, float]  # runs, start, end (monotonic, shared by all processes), CPU s
 WRITERS = ("exptrack", "raw", "optuna", "mlflow")
 _LABELS = {
     "exptrack": "exptrack",
@@ -101,12 +102,17 @@ def _batches(values: Sequence[Any], size: int) -> list[list[Any]]:
     return [[values[(start + k) % n] for k in range(size)] for start in range(0, n, size)]
 
 
-def _loop(append: Any, payloads: Sequence[Any], per_call: int, seconds: float, cap: int) -> tuple[int, float, float]:
-    """Call ``append`` on the payloads in turn for ``seconds`` or ``cap`` runs: (runs, start, end)."""
+def _loop(append: Any, payloads: Sequence[Any], per_call: int, seconds: float, cap: int) -> Result:
+    """Call ``append`` on the payloads in turn for ``seconds`` or ``cap`` runs.
+
+    Returns (runs, start, end, CPU seconds this process used meanwhile): the CPU time does not
+    depend on what else the machine runs, so it shows the cost per run even on a busy host.
+    """
     n = len(payloads)
     calls = 0
     max_calls = max(1, cap // per_call)
     now = time.monotonic
+    cpu = time.process_time()
     start = now()
     deadline = start + seconds
     while True:
@@ -114,10 +120,11 @@ def _loop(append: Any, payloads: Sequence[Any], per_call: int, seconds: float, c
         calls += 1
         if calls >= max_calls or now() >= deadline:
             break
-    return calls * per_call, start, now()
+    end = now()
+    return calls * per_call, start, end, time.process_time() - cpu
 
 
-def _run_task(index: int, task: dict[str, Any], barrier: Any) -> tuple[int, float, float]:
+def _run_task(index: int, task: dict[str, Any], barrier: Any) -> Result:
     writer, path, durable, batch, seconds = (
         task["writer"], task["path"], task["durable"], task["batch"], task["seconds"],
     )
@@ -163,13 +170,11 @@ def _run_task(index: int, task: dict[str, Any], barrier: Any) -> tuple[int, floa
     raise ValueError(f"unknown writer {writer!r}")
 
 
-def _mlflow_task(index: int, path: str, barrier: Any, seconds: float, cap: int) -> tuple[int, float, float]:
-    import logging
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def _mlflow_task(index: int, path: str, barrier: Any, seconds: float, cap: int) -> Result:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
+
+    _quiet_mlflow()
 
     client = MlflowClient(tracking_uri=f"sqlite:///{path}/mlflow.db")
     experiment = client.get_experiment_by_name("bench")
@@ -235,7 +240,7 @@ class Workers:
             if conn.recv() != "ready":
                 raise RuntimeError("a writer process failed to start")
 
-    def run(self, case: Case, path: str, seconds: float, batch: int, cap: int) -> list[tuple[int, float, float]]:
+    def run(self, case: Case, path: str, seconds: float, batch: int, cap: int) -> list[Result]:
         task = {
             "writer": case.writer, "path": path, "durable": case.durable, "batch": batch if case.batched else 1,
             "seconds": seconds, "cap": -(-cap // case.procs), "procs": case.procs,
@@ -293,12 +298,18 @@ def verify(case: Case, path: str, expected: int) -> str:
     return f"NO: {runs} runs ({len(ids)} distinct), {corrupt} corrupt lines, expected {expected}"
 
 
-def _prepare_mlflow(template: Path) -> None:
+def _quiet_mlflow() -> None:
     import logging
 
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # after the import: mlflow configures its loggers when it is imported
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _prepare_mlflow(template: Path) -> None:
     from mlflow.tracking import MlflowClient
+
+    _quiet_mlflow()
 
     template.mkdir(parents=True)
     client = MlflowClient(tracking_uri=f"sqlite:///{template}/mlflow.db")
@@ -357,13 +368,14 @@ def main() -> int:
     workers = Workers(max(procs), procs)
     measured: dict[Case, list[float]] = {}
     checks: dict[Case, str] = {}
+    cpu_per_run: dict[Case, float] = {}
     failed = False
     try:
         template = work / "mlflow-template"
         if "mlflow" in peers:
             _prepare_mlflow(template)
         for case in cases:
-            rates = []
+            rates, cpu = [], []
             for rep in range(reps):
                 path = work / f"{case.writer}-{case.mode}-{case.appends}-{case.procs}-{rep}"
                 if case.writer == "mlflow":
@@ -380,6 +392,7 @@ def main() -> int:
                 total = sum(r[0] for r in results)
                 wall = max(r[2] for r in results) - min(r[1] for r in results)
                 rates.append(total / wall)
+                cpu.append(sum(r[3] for r in results) / total * 1e6)
                 check = verify(case, str(path), total)
                 if check != "ok":
                     failed = True
@@ -388,6 +401,7 @@ def main() -> int:
                 shutil.rmtree(path, ignore_errors=True)
             if rates:
                 measured[case] = rates
+                cpu_per_run[case] = summarize(cpu)[0]
     finally:
         workers.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -397,9 +411,10 @@ def main() -> int:
         med, low, high = summarize(rates)
         raw = measured.get(Case("raw", case.durable, case.batched, case.procs))
         share = f"{100 * med / summarize(raw)[0]:.0f}%" if raw and case.writer != "raw" else "-"
-        rows.append([case.mode, case.appends, _LABELS[case.writer], case.procs, med, low, high, share, checks[case]])
+        rows.append([case.mode, case.appends, _LABELS[case.writer], case.procs, med, low, high, share,
+                     cpu_per_run[case], checks[case]])
     print_table(
-        ["mode", "appends", "writer", "procs", "runs/s median", "min", "max", "of raw", "verified"],
+        ["mode", "appends", "writer", "procs", "runs/s median", "min", "max", "of raw", "CPU us/run", "verified"],
         rows,
         title="Write throughput (runs/s; wall time from the start barrier to the last writer's end)",
     )
@@ -412,6 +427,8 @@ def main() -> int:
                     label = f"{'durable' if durable else 'flush-only'} {'batched' if batched else 'single'}"
                     matrix.append([f"{label} {_LABELS[writer]}", *(summarize(c)[0] if c else None for c in cells)])
     print_table(["median runs/s", *(f"{p} procs" for p in procs)], matrix, title="Summary (medians)")
+    print("CPU us/run: CPU time of the writer processes per run (all processes together): unlike runs/s it "
+          "does not depend on the machine's other load")
     print(f"every case verified (line count, every line decodes): {'NO' if failed else 'yes'}; {load_average()}")
     return 1 if failed else 0
 

@@ -13,10 +13,11 @@ from ._app import _echo_json, _open, cli
 @click.option("--no-artifacts", is_flag=True, help="Skip re-hashing the artifact blobs.")
 @click.pass_context
 def check(ctx: click.Context, as_json: bool, no_artifacts: bool) -> None:
-    """Verify every log line, checksum and artifact; exit 1 when anything is wrong.
+    """Verify every log line and checksum, the index and the artifacts; exit 1 if anything is wrong.
 
     Each problem is printed with its line number, byte offset, length and reason.  An
     unterminated last line counts as a torn tail here, even while a writer may be mid-append.
+    The index (a cache) must give the same answers as an index-free read of the log.
     """
     tracker = _open(ctx)  # refuses a directory that holds no store
     tracker.close()

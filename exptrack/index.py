@@ -152,6 +152,8 @@ class LogIndex:
         self.sorted_name = ""
         self._new_sorted: array[int] | None = None  # a sorted column to write with the next save
         self._maps: dict[str, mmap.mmap | bytes | bytearray] = {}
+        self.crcs: dict[str, int] = {}  # running CRC-32 of each id column, as saved
+        self._verified: set[str] = set()  # columns whose CRC this process has checked
         self._memory: dict[str, bytearray] = {}  # the id columns of an index kept in memory
 
     @classmethod
@@ -190,7 +192,8 @@ class LogIndex:
                 for name, fold in self.folds.items()
             },
             "ids": {"generation": self.generation, "count": self.count, "length": self.ids_length,
-                    "sorted": [self.sorted_name, self.sorted_count]},
+                    "sorted": [self.sorted_name, self.sorted_count, self.crcs.get("sorted", 0)],
+                    "crc": {column: self.crcs.get(column, 0) for column in _COLUMNS}},
         }
 
     def _load_state(self, state: Any) -> None:
@@ -213,6 +216,8 @@ class LogIndex:
         ids = state["ids"]
         self.generation, self.count, self.ids_length = str(ids["generation"]), int(ids["count"]), int(ids["length"])
         self.sorted_name, self.sorted_count = str(ids["sorted"][0]), int(ids["sorted"][1])
+        self.crcs = {column: int(ids["crc"][column]) for column in _COLUMNS}
+        self.crcs["sorted"] = int(ids["sorted"][2])
 
     # -- loading and saving ----------------------------------------------------------------------
 
@@ -233,6 +238,8 @@ class LogIndex:
             logger.warning("cannot read the index %s (%s); rebuilding it", self.path, exc)
             return
         try:
+            if codec.checksum_state(raw) is not True:
+                raise StaleIndexError("index.json is damaged (its checksum does not match)")
             self._load_state(codec.loads(raw))
         except (ValueError, KeyError, TypeError, StaleIndexError) as exc:
             logger.info("rebuilding the index of %s: %s", self.log_path, _why(exc))
@@ -260,6 +267,23 @@ class LogIndex:
             raise StaleIndexError(f"id column {column} is unreadable ({exc})") from None
         self._maps[column] = mapped
         return mapped
+
+    def verify(self, *columns: str) -> None:
+        """Check the CRC-32 of id columns, once per process: a lookup that finds nothing, or a
+        duplicate check, must not trust a column that was damaged on disk.
+
+        Raises:
+            StaleIndexError: a column's bytes no longer match the CRC saved for them.
+        """
+        for column in columns:
+            if column in self._verified:
+                continue
+            data = self._column(column)
+            length = self.ids_length if column == "ids" else 8 * (
+                self.sorted_count if column == "sorted" else self.count)
+            if zlib.crc32(memoryview(data)[:length]) != self.crcs.get(column, 0):
+                raise StaleIndexError(f"id column {column} is damaged (its checksum does not match)")
+            self._verified.add(column)
 
     def _words(self, column: str) -> memoryview:
         data = self._column(column)
@@ -299,6 +323,7 @@ class LogIndex:
         columns = {"hash": (segment.hashes.tobytes(), at), "off": (segment.offsets.tobytes(), at),
                    "pos": (starts.tobytes(), at), "ids": (bytes(segment.ids), base)}
         for column, (data, position) in columns.items():
+            self.crcs[column] = zlib.crc32(data, self.crcs.get(column, 0) if position else 0)
             # Only a new generation creates its files: one that vanished (another process rebuilt
             # the index and deleted it) must not come back as zeros followed by a tail.
             flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT if not position else 0)
@@ -336,6 +361,8 @@ class LogIndex:
                 io.unlink(partial)
             raise
         replaced, self.sorted_name, self.sorted_count = self.sorted_name, name, self.count
+        self.crcs["sorted"] = zlib.crc32(ordered)
+        self._verified.discard("sorted")
         self._new_sorted = None
         return replaced
 
@@ -345,7 +372,9 @@ class LogIndex:
         fd = io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             try:
-                _write_all(fd, codec.dumps(self._state()))
+                body = codec.dumps(self._state())
+                # the same CRC-32 suffix as a run line: a damaged index.json reads as stale
+                _write_all(fd, b'%b,"crc":"%08x"}' % (body[:-1], zlib.crc32(body)))
                 io.fsync(fd)
             finally:
                 io.close(fd)
@@ -395,8 +424,11 @@ class LogIndex:
         memory["off"] += segment.offsets.tobytes()
         memory["pos"] += starts.tobytes()
         memory["ids"] += segment.ids
+        for column in _COLUMNS:
+            self.crcs[column] = zlib.crc32(memory[column])
         if self._new_sorted is not None:
             memory["sorted"] = bytearray(self._new_sorted.tobytes())
+            self.crcs["sorted"] = zlib.crc32(memory["sorted"])
             self.sorted_name, self.sorted_count = "memory", self.count
             self._new_sorted = None
 
@@ -536,6 +568,8 @@ class LogIndex:
             return {}
         ordered = segment.sorted_hashes
         suspects = set(compress(ordered, map(operator.eq, ordered, islice(ordered, 1, None))))
+        if self.count:
+            self.verify("hash", "sorted")
         prior = self._words("hash")
         if len(prior):
             known = self._words("sorted")
@@ -635,7 +669,10 @@ def read_run_at(path: str, offset: int) -> Run:
     try:
         data = b""
         while len(data) <= MAX_RECORD_BYTES:
-            chunk = os.pread(fd, 64 << 10 if not data else len(data), offset + len(data))
+            try:
+                chunk = os.pread(fd, 64 << 10 if not data else len(data), offset + len(data))
+            except (OSError, OverflowError) as exc:  # an offset no log can have: a damaged id map
+                raise StaleIndexError(f"cannot read a line at byte {offset}: {exc}") from None
             if not chunk:
                 break
             end = chunk.find(b"\n")

@@ -411,7 +411,9 @@ class ExperimentTracker:
         for offset in index.offsets_of(run_id):
             run = read_run_at(str(self.runs_path), offset)
             if run.run_id == run_id:
-                return run
+                return run  # the line itself says so: no need to trust the id map
+        # "not found" or a prefix answer rests on the id map being whole: check it once
+        index.verify("hash", "off", "pos", "ids")
         matches = [read_run_at(str(self.runs_path), offset) for offset in index.prefix_offsets(run_id, 6)]
         if any(not run.run_id.startswith(run_id) for run in matches):
             raise StaleIndexError(f"the id map disagrees with the log for prefix {run_id!r}")

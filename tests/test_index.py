@@ -315,6 +315,8 @@ def test_index_pointing_mid_line_is_rebuilt(tracker: ExperimentTracker) -> None:
                      id="older-version"),
         pytest.param(lambda path: path.write_text(path.read_text().replace('"top_k":100', '"top_k":7')),
                      id="other-settings"),
+        pytest.param(lambda path: path.write_bytes(path.read_bytes().replace(b'"failed":4', b'"failed":5')),
+                     id="a-number-changed"),
     ],
 )
 def test_corrupt_or_older_index_file_is_rebuilt(tracker: ExperimentTracker, damage: Callable[[Path], Any]) -> None:
@@ -337,6 +339,24 @@ def test_index_deleted_under_a_process_that_keeps_appending_is_rebuilt_not_zero_
     fill(tracker, 5, start=100)
     append_raw(tracker, line_for(tracker.get_run(rescan(tracker.store)[0][0].run_id).run_id))  # a duplicate
     assert_answers_match_a_rescan(tracker)
+    assert_answers_match_a_rescan(fresh(tracker))
+
+
+@pytest.mark.parametrize("column", ["hash", "off", "pos", "ids"])
+def test_damaged_id_column_never_changes_what_show_finds(tracker: ExperimentTracker, column: str) -> None:
+    runs = fill(tracker, 30)
+    generation = tracker.refresh_index().generation
+    path = tracker.store / INDEX_DIR / f"{generation}.{column}"
+    data = bytearray(path.read_bytes())
+    for at in (0, 1, 7, len(data) // 2):  # the first entries and one in the middle
+        data[at] ^= 0x21
+    path.write_bytes(bytes(data))
+    for run in runs[:3] + runs[14:17]:
+        other = fresh(tracker)
+        assert other.get_run(run.run_id) == run
+        assert other.get_run(run.run_id[:24]) == run
+    with pytest.raises(RunNotFoundError):
+        fresh(tracker).get_run("no-such-run")
     assert_answers_match_a_rescan(fresh(tracker))
 
 

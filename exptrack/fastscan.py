@@ -131,10 +131,13 @@ class Segment:
     """Where each key starts in ``ids``."""
     sorted_hashes: array[int] = field(default_factory=lambda: array("Q"))
     """``hashes`` in ascending order: each process sorts its own part, merging is linear."""
+    unmapped: int = 0
+    """Runs counted without id columns (a filtered read needs no id map: memory stays flat)."""
 
     @property
     def runs(self) -> int:
-        return len(self.offsets)
+        return len(self.offsets) + self.unmapped
+
 
     def merge(self, other: Segment) -> None:
         """Append ``other``, which starts where this segment ends (line numbers are shifted)."""
@@ -145,6 +148,7 @@ class Segment:
         self.end = other.end
         self.lines += other.lines
         self.unchecked += other.unchecked
+        self.unmapped += other.unmapped
         self.statuses.update(other.statuses)
         for name, part in other.metrics.items():
             mine = self.metrics.get(name)
@@ -200,13 +204,16 @@ class _Reader:
             return
         seg = self.seg
         dicts = self._metrics()
-        crc: Callable[[bytes], int] = zlib.crc32
-        seg.hashes.extend(map(operator.or_, map(operator.lshift, map(crc, keys), repeat(32)),
-                              map(crc, map(operator.getitem, keys, repeat(_REVERSE)))))  # type: ignore[arg-type]
-        seg.offsets.extend(offs)
-        seg.starts.extend(accumulate(map(len, keys[:-1]), _next_start, initial=len(seg.ids)))
-        seg.ids += b"\n".join(keys)
-        seg.ids += b"\n"
+        if self.predicate is not None:
+            seg.unmapped += len(offs)
+        else:
+            crc: Callable[[bytes], int] = zlib.crc32
+            seg.hashes.extend(map(operator.or_, map(operator.lshift, map(crc, keys), repeat(32)),
+                                  map(crc, map(operator.getitem, keys, repeat(_REVERSE)))))  # type: ignore[arg-type]
+            seg.offsets.extend(offs)
+            seg.starts.extend(accumulate(map(len, keys[:-1]), _next_start, initial=len(seg.ids)))
+            seg.ids += b"\n".join(keys)
+            seg.ids += b"\n"
         for status, count in Counter(self.status).items():
             seg.statuses[status.decode()] += count
         names = set().union(*dicts)

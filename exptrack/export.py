@@ -151,19 +151,19 @@ def write_jsonl(runs: Iterable[Run], out: IO[bytes], *, progress: Progress | Non
 
 
 def _csv_cell(value: object) -> object:
-    if value is None:
-        return ""
     kind = type(value)
-    if kind is float:
-        if value != value:
-            return "NaN"
-        if value in (math.inf, -math.inf):
-            return "Infinity" if value > 0 else "-Infinity"
-        return repr(value)  # shortest text that reads back as the same float
-    if kind is bool:
-        return "true" if value else "false"
     if kind is str or kind is int:
         return value
+    if kind is float:
+        if value - value == 0:  # type: ignore[operator]
+            return value  # the csv module writes repr(): the shortest text that reads back exactly
+        if value != value:
+            return "NaN"
+        return "Infinity" if value > 0 else "-Infinity"  # type: ignore[operator]
+    if value is None:
+        return ""
+    if kind is bool:
+        return "true" if value else "false"
     return codec.dumps(value).decode()  # lists, empty mappings: JSON text
 
 

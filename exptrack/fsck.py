@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import codec
 from .artifacts import ArtifactStore
 from .errors import ExptrackError
 from .index import INDEX_DIR, INDEX_FILE
@@ -124,12 +125,14 @@ def check_store(store: str | os.PathLike[str], *, artifacts: bool = True) -> Che
     # The log is read here without the index: the check must not trust the cache it verifies.
     scan = LogScan(log_name, final=True)
     first_line: dict[str, int] = {}
+    sample = _Sample()
     for item in scan:
         report.lines += 1
         if type(item) is Run:
             first = first_line.setdefault(item.run_id, scan.lines)
             if first == scan.lines:
                 report.runs += 1
+                sample.add(item.run_id, item.offset)
                 summary.add(item)
                 for name, value in item.metrics.items():
                     if name not in tops:
@@ -149,7 +152,7 @@ def check_store(store: str | os.PathLike[str], *, artifacts: bool = True) -> Che
     report.unchecked = scan.unchecked
     if artifacts:
         _check_artifacts(root, referenced, report)
-    report.index = _check_index(root, report, summary, tops)
+    report.index = _check_index(root, report, summary, tops, sample.items)
     return report
 
 
@@ -189,37 +192,74 @@ def _check_artifacts(root: Path, referenced: Mapping[str, tuple[Run, str]], repo
             )
 
 
+class _Sample:
+    """Evenly spaced (run_id, offset) pairs of a stream of unknown length, at most 2 * ``size``."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self.stride = 1
+        self.seen = 0
+        self.items: list[tuple[str, int]] = []
+
+    def add(self, run_id: str, offset: int) -> None:
+        if self.seen % self.stride == 0:
+            self.items.append((run_id, offset))
+            if len(self.items) >= 2 * self.size:
+                del self.items[1::2]
+                self.stride *= 2
+        self.seen += 1
+
+
 def _check_index(
-    root: Path, report: CheckReport, summary: Summary, tops: Mapping[str, tuple[TopK, TopK]]
+    root: Path,
+    report: CheckReport,
+    summary: Summary,
+    tops: Mapping[str, tuple[TopK, TopK]],
+    sample: list[tuple[str, int]],
 ) -> str:
     """The index is a disposable cache: if there is one, its answers must equal the log's.
 
-    The tracker refreshes it first (as any query does), so a stale or unreadable index is
-    rebuilt and only reported in the status; an index that still disagrees after that is a
-    problem (``.index`` can always be deleted: it is rebuilt from the log).
+    ``index.json`` carries the same CRC-32 suffix as a run line: a damaged one is a problem
+    (bytes changed on disk), although the query that follows rebuilds it.  Then the tracker
+    refreshes the index as any query does, and its counts, corrupt lines, statistics, best runs
+    and id lookups (a sample) must equal this index-free read; a disagreement is a problem
+    (``.index`` can always be deleted: it is rebuilt from the log).
     """
     index_dir = root / INDEX_DIR
-    if not (index_dir / INDEX_FILE).exists():
+    index_file = index_dir / INDEX_FILE
+    if not index_file.exists():
         return "absent"
     where = os.fspath(index_dir)
+    wrong: list[str] = []
+    try:
+        damaged = codec.checksum_state(index_file.read_bytes().rstrip(b"\n")) is not True
+    except OSError as exc:
+        damaged, wrong = False, [f"{INDEX_FILE} cannot be read ({exc.strerror})"]
+    if damaged:
+        report.problems.append(Problem("index", os.fspath(index_file),
+                                       "damaged (its checksum does not match); rebuilt from the log"))
     tracker = ExperimentTracker(root)
     try:
         indexed = tracker.summary()
         corrupt = tracker.corrupt_lines()
-        stats = tracker.index_stats()
-        wrong = _disagreements(tracker, report, summary, tops, indexed, corrupt)
+        wrong += _disagreements(tracker, report, summary, tops, indexed, corrupt)
+        for run_id, offset in sample:
+            found = tracker.get_run(run_id).offset
+            if found != offset:
+                wrong.append(f"it finds run {run_id} at byte {found}, the log has it at byte {offset}")
+                break
     except ExptrackError as exc:
-        wrong = [f"a query through it failed: {exc}"]
-        stats = tracker.index_stats()
+        wrong.append(f"a query through it failed: {exc}")
     finally:
+        stats = tracker.index_stats()
         tracker.close()
     for what in wrong:
         report.problems.append(Problem("index", where, f"{what}; delete {where} to rebuild it from the log"))
     if wrong:
         return "disagrees with the log"
     state = f"ok ({stats.runs} runs up to byte {stats.watermark})"
-    if stats.rebuilds:
-        state += ", rebuilt: the saved index did not match the log"
+    if damaged or stats.rebuilds:
+        state += ", rebuilt"
     if not stats.persistent:
         state += ", kept in memory: the store cannot be written"
     return state

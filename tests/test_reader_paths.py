@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -473,19 +474,26 @@ def test_check_verifies_the_index_against_the_log(tracker: ExperimentTracker) ->
     report = check_store(tracker.store)
     assert report.ok
     assert report.index.startswith("ok (4 runs")
-
-    # an index whose numbers were altered but still parse: the check must not call it ok
     index_file = tracker.store / INDEX_DIR / INDEX_FILE
-    index_file.write_bytes(index_file.read_bytes().replace(b"0.3", b"0.9"))
+    pristine = index_file.read_bytes()
+
+    # bytes of the index changed on disk: reported (exit 1), and the index is rebuilt meanwhile
+    index_file.write_bytes(pristine.replace(b"0.3", b"0.9"))
+    code, out = run_cli(tracker.store, "check")
+    assert code == 1
+    assert f"{index_file}: damaged (its checksum does not match); rebuilt from the log" in out
+    assert "index: ok (4 runs" in out
+    assert ExperimentTracker(tracker.store).summary()["metrics"]["accuracy"]["max"] == 0.3
+    assert check_store(tracker.store).ok
+
+    # an index whose checksum matches but whose answers are wrong (a bug, or a forged file)
+    suffix = len(b',"crc":"00000000"}')
+    body = pristine.rstrip(b"\n")[:-suffix] + b"}"
+    assert codec.checksum_state(pristine.rstrip(b"\n")) is True, "index.json no longer uses the line checksum"
+    forged = body.replace(b"0.3", b"0.9")
+    index_file.write_bytes(forged[:-1] + b',"crc":"%08x"}' % zlib.crc32(forged))
     report = check_store(tracker.store)
-    answers_right = ExperimentTracker(tracker.store).summary()["metrics"]["accuracy"]["max"] == 0.3
-    if report.ok:  # the index noticed and rebuilt itself
-        assert answers_right
-        assert "rebuilt" in report.index
-    else:
-        assert report.index == "disagrees with the log"
-        assert [p.kind for p in report.problems] == ["index"]
-        assert "delete" in report.problems[0].reason
-        code, out = run_cli(tracker.store, "check")
-        assert code == 1
-        assert "metric 'accuracy': max is 0.9, the log says 0.3" in out
+    assert report.index == "disagrees with the log"
+    assert {p.kind for p in report.problems} == {"index"}
+    assert any("metric 'accuracy': max is 0.9, the log says 0.3" in p.reason for p in report.problems)
+    assert all(f"delete {tracker.store / INDEX_DIR}" in p.reason for p in report.problems)

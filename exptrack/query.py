@@ -87,8 +87,8 @@ class MetricStats:
         try:
             total = math.fsum(values)
             exact = total - total == 0
-        except OverflowError:  # finite values whose sum leaves the float range
-            exact = True
+        except OverflowError:  # a sum leaving the float range: there may be ±inf among the values too
+            exact = False
             total = math.nan
         except ValueError:  # inf + -inf
             exact = False

@@ -4,37 +4,37 @@ One pass builds everything the index needs, for *all* metrics at once: run and s
 per-metric statistics (by 256 KiB block, see ``query.BLOCK_SHIFT``) and top-K heaps in both
 directions, the corrupt-line report and the id columns (hash, offset, id text of every run).
 
-Why it is fast (numbers for a 650 MB, 1M-run log in the README of ``benchmarks/``):
+Why it is fast:
 
-* **No full parse of ordinary lines.**  A line that exptrack wrote has a fixed layout
-  (``{"schema":1,"run_id":…,"timestamp":…,"status":…,"params":{…},"metrics":{…},"tags":[…],
-  …,"crc":"…"}``), so the scanner checks the CRC-32 (a C loop), matches the head with one
-  regular expression, locates the metrics and tags with ``bytes.find`` and keeps only that
-  slice; a block's slices are parsed by one ``orjson.loads`` call.  Each Python-level call costs
-  ~0.15 µs on the reference machine, about what orjson needs for 40 bytes, so the loop is
-  written for few calls per line rather than few bytes scanned.
-* **Bulk reduction.**  Metric values are gathered per block and reduced with C-level builtins
-  (``math.fsum``, ``min``/``max``, ``map``/``itertools.compress`` for the top-K candidates)
-  instead of a Python update per value.
+* **C-level loops over a whole chunk.**  A chunk's complete lines are cut with one ``split``;
+  the checksum test (CRC-32 of each line without its ``,"crc":"…"}`` end, compared with that end
+  for all lines at once), ``loads`` of each line and the lookup of the fields the index needs run
+  as ``map`` calls, so the interpreter executes no bytecode per line: what is left per line is
+  the CRC, one ``orjson.loads`` and a few C calls.
+* **Bulk reduction.**  Runs are gathered per block; the checks ``codec.from_object`` makes, the id
+  columns and the metric values are done per block with C-level builtins (``str.join``,
+  ``set(map(type, …))``, ``zip``, ``math.fsum``, ``min``/``max``, ``map``/``itertools.compress``
+  for the top-K candidates) instead of Python code per run or per value.
 * **Both cores.**  The range is cut at line starts on block boundaries; a forked child scans one
   part while the parent scans the other, and the parts merge exactly (``query.MetricFold``).
 
-Exactness: a line takes the fast path only when every check below holds; anything else -- no
-checksum, a mismatching one, a CRLF end, a byte-order mark, escapes (a backslash) before the end
-of the metrics, nested params, string metric values (NaN), invalid UTF-8, a bad tags list --
-goes through ``scan._parse``, the reader every other path uses, so the corrupt-line report and
-the runs are identical to ``LogScan``'s.  What the fast path does *not* re-validate is the
-JSON syntax of params and of the optional sections after the tags: it relies on the matching
-CRC, which only ``codec.encode`` (of validated values) produces.  A line forged with a correct
-CRC around invalid JSON there would be counted where ``LogScan`` reports it; reading such a run
-back (``get_run``, a best run) still decodes it fully, and an index that finds a line it cannot
-decode rebuilds itself through the slow path.
+Exactness: a line takes the fast path only when it ends with a matching checksum in exactly the
+form ``codec.encode`` writes, ``loads`` accepts the whole line (orjson validates the JSON and the
+UTF-8 in full) and it holds all of schema, run_id, timestamp, status, params, metrics and tags;
+the block then checks their types as ``codec.from_object`` does (non-finite metrics written as
+strings are read back as floats).  Any other line -- no checksum, a mismatching one, a CRLF end,
+a byte-order mark, a missing field -- goes through ``scan._parse``, the reader every other path
+uses, and a block whose fields fail the checks (only a line forged with a valid checksum does)
+sends the whole range to that reader, so the corrupt-line report and the runs are identical to
+``LogScan``'s.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
+import math
 import multiprocessing
 import operator
 import os
@@ -51,7 +51,7 @@ from typing import Any
 
 from . import codec, scan
 from .query import BLOCK_SHIFT, MetricStats, Part
-from .record import Run
+from .record import SCHEMA_VERSION, Run
 from .scan import CorruptLine, _parse, _too_long
 
 logger = logging.getLogger(__name__)
@@ -67,11 +67,19 @@ Predicate = Callable[[Run], bool]
 Progress = Callable[[int, int], None]
 """``progress(bytes_done, bytes_total)``, called from the process that asked for the scan."""
 
-_HEAD = re.compile(rb'\{"schema":1,"run_id":"([^"\\]+)","timestamp":"[^"\\]*","status":"([^"\\]*)","params":\{')
-_METRICS = b'},"metrics":{'
+_FIELDS = operator.itemgetter("run_id", "status", "metrics", "schema", "params", "tags", "timestamp")
+"""What a fast-path line contributes (all seven are present in every line ``codec.encode`` writes)."""
 _NUMBERS = frozenset({int, float})
-_NOT_NUMBER = (b":t", b":f", b":n")
-_REVERSE = slice(None, None, -1)
+_DICT, _LIST, _INT = {dict}, {list}, {int}
+_UINT32 = array("I").itemsize == 4
+_PAIRS = sys.byteorder == "little" and _UINT32 and array("Q").itemsize == 8
+_SUFFIX = slice(-18, None)
+_PAYLOAD = slice(None, -18)
+_CRC_FORMAT = b',"crc":"%08x"}'
+"""How ``codec.encode`` ends a line: the CRC-32 of the line without it (closed by ``}``)."""
+_CRC_TEMPLATE = _CRC_FORMAT % 0
+_loads: Callable[[bytes], Any] = codec.loads
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
 
 
@@ -175,7 +183,7 @@ def _merge_heap(heap: list[tuple[float, int, str]], other: list[tuple[float, int
 
 
 class _Careful(Exception):
-    """A block held something the bulk path does not handle: read the range line by line."""
+    """A block held a checksummed line that validation refuses: read the range line by line."""
 
 
 class _Reader:
@@ -189,45 +197,77 @@ class _Reader:
         self.seg = Segment(start, start)
         self.first_block = start >> BLOCK_SHIFT
         self.block = -1
+        self.next_block = 0  # where the block after ``block`` starts
         self.offs: list[int] = []
-        self.keys: list[bytes] = []
-        self.status: list[bytes] = []
-        self.slices: list[bytes] = []  # "metrics":{…},"tags":[…] of fast-path lines, parsed at flush
-        self.careful_rows: list[tuple[int, dict[str, Any]]] = []  # (row, metrics) of other runs
+        self.rows: list[tuple[Any, ...]] = []  # _FIELDS of each run, in log order
 
     # -- one block of runs ----------------------------------------------------------------------
 
     def flush(self, raw: bool) -> None:
         """Reduce the runs gathered for the current block into the segment."""
-        offs, keys = self.offs, self.keys
+        offs, rows = self.offs, self.rows
         if not offs:
             return
+        self.offs, self.rows = [], []
         seg = self.seg
-        dicts = self._metrics()
+        run_ids, statuses, dicts, schemas, params, tags, stamps = zip(*rows)
+        # what ``codec.from_object`` checks, for the whole block at once (a join refuses any
+        # non-string); only a forged line (with a valid checksum) fails here
+        try:
+            "".join(chain(run_ids, statuses, stamps, chain.from_iterable(tags)))
+        except TypeError:
+            raise _Careful from None
+        if set(map(type, dicts)) != _DICT or set(map(type, params)) != _DICT or set(map(type, tags)) != _LIST \
+                or set(map(type, schemas)) != _INT or max(schemas) > SCHEMA_VERSION or "" in run_ids:
+            raise _Careful
         if self.predicate is not None:
             seg.unmapped += len(offs)
         else:
-            crc: Callable[[bytes], int] = zlib.crc32
-            seg.hashes.extend(map(operator.or_, map(operator.lshift, map(crc, keys), repeat(32)),
-                                  map(crc, map(operator.getitem, keys, repeat(_REVERSE)))))  # type: ignore[arg-type]
-            seg.offsets.extend(offs)
-            seg.starts.extend(accumulate(map(len, keys[:-1]), _next_start, initial=len(seg.ids)))
-            seg.ids += b"\n".join(keys)
-            seg.ids += b"\n"
-        for status, count in Counter(self.status).items():
-            seg.statuses[status.decode()] += count
-        names = set().union(*dicts)
-        parts = seg.metrics
-        block = self.block
-        for name in names:
-            column: list[Any] = list(map(dict.get, dicts, repeat(name)))
-            where: Sequence[int]
-            if None in column:
-                chosen = list(map(operator.is_not, column, repeat(None)))
-                values = list(compress(column, chosen))
-                where = list(compress(range(len(offs)), chosen))
+            joined = "\n".join(run_ids)
+            if "\\" in joined or joined.count("\n") != len(run_ids) - 1:
+                ids = b"\n".join(map(id_key, run_ids))
             else:
-                values, where = column, range(len(offs))
+                ids = joined.encode()
+            keys = ids.split(b"\n")
+            backwards = ids[::-1].split(b"\n")  # each key reversed, in reverse order
+            backwards.reverse()
+            seg.hashes.extend(_hashes(keys, backwards))
+            seg.offsets.extend(offs)
+            seg.starts.extend(accumulate(map(operator.add, map(len, keys[:-1]), repeat(1)), initial=len(seg.ids)))
+            seg.ids += ids
+            seg.ids += b"\n"
+        seg.statuses.update(statuses)
+        self._reduce(raw, offs, run_ids, dicts)
+
+    def _reduce(self, raw: bool, offs: list[int], run_ids: Sequence[str], dicts: Sequence[dict[str, Any]]) -> None:
+        parts = self.seg.metrics
+        block = self.block
+        names: Any = dicts[0].keys()
+        columns: Any
+        if names and all(map(names.__eq__, map(dict.keys, dicts))):
+            # every run has the same metrics: one C-level transpose
+            names = list(names)
+            if len(names) == 1:
+                columns = [list(map(operator.itemgetter(names[0]), dicts))]
+            else:
+                columns = list(map(list, zip(*map(operator.itemgetter(*names), dicts))))
+            complete = True
+        else:
+            names = list(set().union(*dicts))
+            columns = None
+            complete = False
+        everywhere = range(len(offs))
+        for i, name in enumerate(names):
+            where: Sequence[int]
+            if complete:
+                values, where = _numbers(columns[i]), everywhere
+            else:
+                chosen = list(map(dict.__contains__, dicts, repeat(name)))
+                if all(chosen):
+                    values, where = _numbers(list(map(operator.getitem, dicts, repeat(name)))), everywhere
+                else:
+                    values = _numbers(list(map(operator.getitem, compress(dicts, chosen), repeat(name))))
+                    where = list(compress(everywhere, chosen))
             part = parts.get(name)
             if part is None:
                 part = parts[name] = MetricPart()
@@ -238,45 +278,9 @@ class _Reader:
             # most blocks hold no value that beats the K-th best kept so far: skip them whole
             high, low = part.top_max, part.top_min
             if len(high) < TOP_K or stats.max > high[0][0]:
-                _top(high, values, where, offs, keys, operator.lt, 1)
+                _top(high, values, where, offs, run_ids, operator.lt, 1)
             if len(low) < TOP_K or stats.min < -low[0][0]:
-                _top(low, values, where, offs, keys, operator.gt, -1)
-        self.offs, self.keys, self.status, self.slices, self.careful_rows = [], [], [], [], []
-
-    def _metrics(self) -> list[dict[str, Any]]:
-        """The block's metrics objects, in log order.
-
-        Fast-path lines left ``"metrics":{…},"tags":[…]`` slices: all of a block's are parsed in
-        one ``loads`` call and checked in bulk; any surprise sends the whole range to the careful
-        path.  Runs read by the careful path sit in ``careful`` at their row.
-        """
-        slices, careful = self.slices, self.careful_rows
-        if not slices:
-            return [row for _, row in careful]
-        joined = b'[{' + b'},{'.join(slices) + b'}]'
-        try:
-            items = codec.loads(joined)
-        except ValueError:
-            raise _Careful from None
-        # Each slice holds no string value in its metrics (no ``:"``): a value that is not a
-        # number starts with t, f, n, [ or { right after a colon (each slice has one ``:{`` and
-        # one ``:[`` of its own, for "metrics" and "tags").
-        if len(items) != len(slices) or set(map(len, items)) != {2}:
-            raise _Careful
-        try:
-            parsed = list(map(operator.itemgetter("metrics"), items))
-            tags = list(map(operator.itemgetter("tags"), items))
-        except KeyError:
-            raise _Careful from None
-        if set(map(type, parsed)) != {dict} or not set(map(type, tags)) <= {list} \
-                or not set(map(type, chain.from_iterable(tags))) <= {str} \
-                or ((any(map(joined.__contains__, _NOT_NUMBER)) or joined.count(b":[") != len(slices)
-                     or joined.count(b":{") != len(slices))
-                    and not set(map(type, chain.from_iterable(map(dict.values, parsed)))) <= _NUMBERS):
-            raise _Careful
-        for row, metrics in careful:
-            parsed.insert(row, metrics)
-        return parsed
+                _top(low, values, where, offs, run_ids, operator.gt, -1)
 
     def _slow(self, line: memoryview, offset: int, line_no: int) -> None:
         item = _parse(line, offset, line_no)
@@ -289,10 +293,9 @@ class _Reader:
     def add_run(self, run: Run, checked: bool) -> None:
         if not checked:
             self.seg.unchecked += 1
-        self.careful_rows.append((len(self.offs), dict(run.metrics)))
         self.offs.append(run.offset)
-        self.keys.append(id_key(run.run_id))
-        self.status.append(run.status.encode())
+        self.rows.append((run.run_id, run.status, dict(run.metrics), SCHEMA_VERSION, run.params, list(run.tags),
+                          run.timestamp))
 
     # -- the pass -------------------------------------------------------------------------------
 
@@ -305,10 +308,8 @@ class _Reader:
         self.flush(raw=True)
         return self.seg
 
-    def _lines(self, fd: int) -> None:  # noqa: PLR0915 - one hot loop, kept flat for speed
-        seg, exclude, careful = self.seg, self.exclude, self.careful
-        offs, keys, status, slices = self.offs, self.keys, self.status, self.slices
-        crc32, match = zlib.crc32, _HEAD.match
+    def _lines(self, fd: int) -> None:
+        seg = self.seg
         # read from ``scan`` at call time, so that tests shrinking them cover this reader too
         chunk_bytes, max_record = scan.CHUNK_BYTES, vars(scan)["MAX_RECORD_BYTES"]
         pos, end = self.start, self.end
@@ -316,7 +317,6 @@ class _Reader:
         skipping = False
         skip_from = pos
         line_no = 0
-        block = self.block
         while pos < end:
             chunk = os.pread(fd, min(chunk_bytes, end - pos), pos)
             if not chunk:
@@ -324,80 +324,132 @@ class _Reader:
             base = pos - len(carry)
             buf = carry + chunk if carry else chunk
             pos += len(chunk)
-            ascii_buf = buf.isascii()
-            backslash = -1  # the next backslash at or after the current line (len(buf): none)
-            view = memoryview(buf)
-            find, startswith = buf.find, buf.startswith
-            cut = 0
-            while True:
-                nl = find(b"\n", cut)
-                if nl < 0:
-                    break
-                line_no += 1
-                lo = cut
-                cut = nl + 1
-                off = base + lo
-                if skipping:
+            lines = buf.split(b"\n")
+            rest = lines.pop()  # after the last newline: the start of a line, or all of ``buf``
+            cut = len(buf) - len(rest)
+            if lines:
+                first = base
+                if skipping:  # the first line ends the over-long one
+                    skipped = lines.pop(0)
+                    line_no += 1
                     skipping = False
-                    seg.corrupt.append(CorruptLine(line_no, skip_from, base + nl - skip_from, _too_long()))
-                    continue
-                if off >> BLOCK_SHIFT != block:
-                    self.flush(raw=block == self.first_block)
-                    offs, keys, status, slices = self.offs, self.keys, self.status, self.slices
-                    block = self.block = off >> BLOCK_SHIFT
-                if exclude and off in exclude:
-                    seg.corrupt.append(CorruptLine(line_no, off, nl - lo, exclude[off]))
-                    continue
-                if careful or nl - lo < 90 \
-                        or not startswith(b',"crc":"%08x"}' % crc32(b"}", crc32(view[lo : nl - 18])), nl - 18):
-                    self._slow(view[lo:nl], off, line_no)
-                    continue
-                head = match(buf, lo, nl)  # schema, id, timestamp and status, without escapes
-                if head is not None:
-                    p = head.end()
-                    m = find(_METRICS, p - 1, nl)
-                    close = find(b'],"', m + 12, nl)  # the end of the tags list that follows
-                    if backslash < close:
-                        backslash = find(b"\\", lo)
-                        if backslash < 0:
-                            backslash = len(buf)
-                    if m > 0 and close > 0 and backslash >= close and find(b"{", p, m) < 0 \
-                            and find(b':"', m + 12, close) < 0 and (ascii_buf or _utf8(buf, lo, nl)):
-                        offs.append(off)
-                        slices.append(buf[m + 2 : close + 1])  # "metrics":{…},"tags":[…]
-                        key, state = head.group(1, 2)
-                        keys.append(key)
-                        status.append(state)
-                        continue
-                self._slow(view[lo:nl], off, line_no)
+                    seg.corrupt.append(CorruptLine(line_no, skip_from, base + len(skipped) - skip_from, _too_long()))
+                    first += len(skipped) + 1
+                if lines:
+                    self._chunk(lines, first, line_no)
+                    line_no += len(lines)
             seg.lines = line_no
             if not skipping:
                 seg.end = base + cut
-            rest = len(buf) - cut
-            if skipping or rest > max_record:
+            if skipping or len(rest) > max_record:
                 if not skipping:
                     skipping, skip_from = True, base + cut
                 carry = b""
             else:
-                carry = buf[cut:]
+                carry = rest
             if self.tick is not None:
                 self.tick(pos - self.start)
 
+    def _chunk(self, lines: list[bytes], base: int, line_no: int) -> None:
+        """Read consecutive complete ``lines`` (without newlines); the first starts at ``base``.
 
-def _next_start(start: int, length: int) -> int:
-    return start + length + 1  # the key and its newline
+        Each step is a C-level ``map`` over all lines: the checksum test, then (per run of lines
+        that pass it, within one block) ``loads`` and the field lookup.
+        """
+        count = len(lines)
+        starts = list(accumulate(map(operator.add, map(len, lines), repeat(1)), initial=base))
+        ok: list[bool] | None = [False] * count if self.careful else _checksummed(lines)
+        if self.exclude:
+            excluded = list(compress(range(count), map(self.exclude.__contains__, starts[:count])))
+            if excluded:
+                ok = [True] * count if ok is None else ok
+                for i in excluded:
+                    ok[i] = False
+        i = 0
+        while i < count:
+            if starts[i] >= self.next_block:
+                self.flush(raw=self.block == self.first_block)
+                self.block = starts[i] >> BLOCK_SHIFT
+                self.next_block = (self.block + 1) << BLOCK_SHIFT
+            j = bisect.bisect_left(starts, self.next_block, i, count)
+            k = i
+            for bad in () if ok is None else compress(range(i, j), map(operator.not_, ok[i:j])):
+                if k < bad:
+                    self._fast(lines, starts, line_no, k, bad)
+                self._one(lines[bad], starts[bad], line_no + bad + 1)
+                k = bad + 1
+            if k < j:
+                self._fast(lines, starts, line_no, k, j)
+            i = j
+
+    def _fast(self, lines: list[bytes], starts: list[int], line_no: int, lo: int, hi: int) -> None:
+        """Lines ``lo:hi`` carry a matching checksum: parse each, keep the fields ``flush`` checks."""
+        part = lines[lo:hi]
+        try:
+            rows = list(map(_FIELDS, map(_loads, part)))
+        except (ValueError, KeyError, TypeError):  # one line is unusual: each goes its own way
+            for i in range(lo, hi):
+                self._one(lines[i], starts[i], line_no + i + 1)
+            return
+        self.offs.extend(starts[lo:hi])
+        self.rows.extend(rows)
+
+    def _one(self, line: bytes, offset: int, line_no: int) -> None:
+        reason = self.exclude.get(offset)
+        if reason is not None:
+            self.seg.corrupt.append(CorruptLine(line_no, offset, len(line), reason))
+        else:
+            self._slow(memoryview(line), offset, line_no)
 
 
-def _utf8(buf: bytes, lo: int, hi: int) -> bool:
-    try:
-        buf[lo:hi].decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+def _checksummed(lines: list[bytes]) -> list[bool] | None:
+    """Whether each line ends with the checksum ``codec.encode`` writes, matching the rest of the
+    line; ``None`` when all do.  The common case is one comparison of all the line ends with
+    the checksums formatted in bulk (``array.tobytes().hex()``)."""
+    crc: Callable[..., int] = zlib.crc32
+    cut: Callable[..., bytes] = operator.getitem
+    sums = array("I", map(crc, repeat(b"}"), map(crc, map(cut, lines, repeat(_PAYLOAD)))))
+    ends = list(map(cut, lines, repeat(_SUFFIX)))
+    if _UINT32:
+        big = array("I", sums)
+        if sys.byteorder == "little":
+            big.byteswap()
+        digits = big.tobytes().hex().encode()
+        expected = bytearray(_CRC_TEMPLATE * len(lines))
+        for k in range(8):
+            expected[8 + k :: 18] = digits[k::8]
+        if expected == b"".join(ends):
+            return None
+    return list(map(operator.eq, ends, map(operator.mod, repeat(_CRC_FORMAT), sums)))
+
+
+def _numbers(column: list[Any]) -> list[Any]:
+    """A metric column with the strings "NaN", "Infinity" and "-Infinity" read back as floats, as
+    ``codec`` does; anything else that is not a number sends the range to the careful reader."""
+    if set(map(type, column)) <= _NUMBERS:
+        return column
+    fixed = []
+    for value in column:
+        number = _NONFINITE.get(value, value) if type(value) is str else value
+        if type(number) is not float and type(number) is not int:
+            raise _Careful  # a forged line (with a valid checksum): the careful reader reports it
+        fixed.append(number)
+    return fixed
+
+
+def _hashes(keys: list[bytes], backwards: list[bytes]) -> array[int]:
+    """``id_hash`` of each key (``backwards`` holds the reversed keys), with C-level loops."""
+    crc: Callable[[bytes], int] = zlib.crc32
+    if _PAIRS:  # the two 32-bit halves of each 64-bit hash, written side by side
+        halves = array("I", bytes(8 * len(keys)))
+        halves[0::2] = array("I", map(crc, backwards))
+        halves[1::2] = array("I", map(crc, keys))
+        return array("Q", halves.tobytes())
+    return array("Q", map(operator.or_, map(operator.lshift, map(crc, keys), repeat(32)), map(crc, backwards)))
 
 
 def _top(heap: list[tuple[float, int, str]], values: list[Any], where: Any, offs: list[int],
-         keys: list[bytes], better: Callable[[Any, Any], bool], sign: int) -> None:
+         run_ids: Sequence[str], better: Callable[[Any, Any], bool], sign: int) -> None:
     """Fold one block into a top-K heap of (sign * value, -offset, run_id) keys.
 
     Later blocks have larger offsets, so a value equal to the worst kept one never enters: only
@@ -413,7 +465,7 @@ def _top(heap: list[tuple[float, int, str]], values: list[Any], where: Any, offs
         if value - value != 0:
             continue
         row = where[i]
-        entry = (value if sign > 0 else -value, -offs[row], id_from_key(keys[row]))
+        entry = (value if sign > 0 else -value, -offs[row], run_ids[row])
         if len(heap) < TOP_K:
             heapq.heappush(heap, entry)
         elif entry[:2] > heap[0][:2]:

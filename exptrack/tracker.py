@@ -246,12 +246,7 @@ class ExperimentTracker:
                 return run
             if run.run_id.startswith(run_id):
                 matches.append(run)
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            ids = ", ".join(r.run_id for r in matches[:5])
-            raise RunNotFoundError(run_id, f"run id prefix {run_id!r} is ambiguous: {ids}")
-        raise RunNotFoundError(run_id)
+        return _only_match(run_id, matches)
 
     def best_run(self, metric: str, mode: str | None = None, *, where: Where = None) -> Run:
         """The run with the best finite value of ``metric`` (earliest run wins a tie).
@@ -417,12 +412,7 @@ class ExperimentTracker:
         matches = [read_run_at(str(self.runs_path), offset) for offset in index.prefix_offsets(run_id, 6)]
         if any(not run.run_id.startswith(run_id) for run in matches):
             raise StaleIndexError(f"the id map disagrees with the log for prefix {run_id!r}")
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            ids = ", ".join(r.run_id for r in matches[:5])
-            raise RunNotFoundError(run_id, f"run id prefix {run_id!r} is ambiguous: {ids}")
-        raise RunNotFoundError(run_id)
+        return _only_match(run_id, matches)
 
     # -- live runs, artifacts and recovery ------------------------------------------------------
 
@@ -641,3 +631,13 @@ def _compile(where: Where) -> Callable[[Mapping[str, Any]], bool] | None:
 def _brief(run: Run) -> str:
     metrics = ", ".join(f"{k}={v:.6g}" for k, v in list(run.metrics.items())[:4])
     return f"{run.status}; {metrics}" if metrics else run.status
+
+
+def _only_match(run_id: str, matches: Sequence[Run]) -> Run:
+    """The one run a prefix names, or the error that says none or several do."""
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        ids = ", ".join(r.run_id for r in matches[:5])
+        raise RunNotFoundError(run_id, f"run id prefix {run_id!r} is ambiguous: {ids}")
+    raise RunNotFoundError(run_id)

@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: a store directory and a raw view of its run log."""
+"""Fixtures shared by the whole suite: a store directory, a raw view of its run log, and git
+isolated from the machine's configuration."""
 
 from __future__ import annotations
 
@@ -39,3 +40,16 @@ def raw_lines() -> Callable[[Path], list[bytes]]:
         return split_raw_lines(target.read_bytes()) if target.exists() else []
 
     return read
+
+
+def isolate_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the user's git configuration out and make commits work on a machine without one."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", "Test Author")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import isolate_git
 
 import exptrack.capture
 from exptrack import ExperimentTracker, Run
@@ -48,15 +49,7 @@ def age(*paths: Path, seconds: int = 3600) -> None:
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A committed project with ignored data as the current directory; git isolated from the machine."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
-    for role in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{role}_NAME", "Test Author")
-        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")
+    isolate_git(tmp_path, monkeypatch)
     root = tmp_path / "project"
     (root / "data" / "images").mkdir(parents=True)
     (root / "train.py").write_text("LEARNING_RATE = 0.1\n")

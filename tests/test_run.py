@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import isolate_git
 
 import exptrack.capture
 from exptrack import ArtifactIntegrityError, ExperimentTracker, InvalidRecordError, MissingMetricError, RunNotFoundError
@@ -136,15 +137,7 @@ def git(cwd: Path, *args: str) -> str:
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A committed repository, with git isolated from the machine's configuration."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
-    for role in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{role}_NAME", "Test Author")
-        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")
+    isolate_git(tmp_path, monkeypatch)
     root = tmp_path / "repo"
     (root / "src" / "models").mkdir(parents=True)
     (root / "src" / "models" / "train.py").write_text("print('train')\n")

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import timed
+
 from exptrack.capture import (
     FingerprintCache,
     capture_code,
@@ -51,17 +53,6 @@ GIT_ENV = {
     "GIT_COMMITTER_EMAIL": "bench@example.com",
     "GIT_CONFIG_NOSYSTEM": "1",
 }
-
-
-def timed(fn: Callable[[], object], reps: int, before: Callable[[], None] | None = None) -> list[float]:
-    times = []
-    for _ in range(reps):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def make_repo(root: Path) -> None:

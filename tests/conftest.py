@@ -3,6 +3,7 @@ isolated from the machine's configuration."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -53,3 +54,14 @@ def isolate_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for role in ("AUTHOR", "COMMITTER"):
         monkeypatch.setenv(f"GIT_{role}_NAME", "Test Author")
         monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` with settings that work on a machine with no git configuration."""
+    done = subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
+    return done.stdout.decode().strip()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import isolate_git
+from conftest import git, isolate_git
 
 import exptrack.capture
 from exptrack import ExperimentTracker, Run
@@ -27,16 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 HANG_GUARD = 120.0  # seconds; only stops a hung command from hanging the suite
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-    )
-    return done.stdout.decode().strip()
 
 
 def age(*paths: Path, seconds: int = 3600) -> None:

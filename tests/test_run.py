@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import isolate_git
+from conftest import git, isolate_git
 
 import exptrack.capture
 from exptrack import ArtifactIntegrityError, ExperimentTracker, InvalidRecordError, MissingMetricError, RunNotFoundError
@@ -122,16 +122,6 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-    )
-    return done.stdout.decode().strip()
 
 
 @pytest.fixture

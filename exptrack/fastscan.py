@@ -523,11 +523,13 @@ def _next_line_start(fd: int, at: int, end: int) -> int:
 
 def _start_method() -> str | None:
     """``fork`` when the process has one thread (a forked child of a threaded parent may inherit
-    a held lock); ``None`` means: do not use a child process at all."""
+    a held lock) and may have children; ``None`` means: do not use a child process at all."""
     # macOS lists fork but system libraries there are not fork-safe; spawn would cost a fresh
     # interpreter and import per child (~0.1-0.2 s), more than it saves on all but huge logs.
     if not sys.platform.startswith("linux") or threading.active_count() > 1:
         return None
+    if multiprocessing.current_process().daemon:
+        return None  # a multiprocessing.Pool worker is daemonic and may not start children
     return "fork"
 
 

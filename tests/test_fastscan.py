@@ -4,6 +4,7 @@ same corrupt-line report, on ordinary lines and on every kind of line that must 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import subprocess
 import sys
 import zlib
@@ -251,3 +252,32 @@ def test_parallel_read_in_forked_children_merges_to_the_same_segment(tmp_path: P
     runs, lines, corrupt, head = done.stdout.split()
     assert (int(runs), int(lines), int(corrupt)) == (single.runs, single.lines, len(single.corrupt))
     assert head == single.hashes.tobytes().hex()[:64]
+
+
+def _best_in_daemon(store: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    from exptrack import ExperimentTracker
+
+    try:
+        queue.put(ExperimentTracker(store).best_run("accuracy", mode="max").run_id)
+    except BaseException as exc:  # report, do not hang the parent
+        queue.put(f"error: {type(exc).__name__}: {exc}")
+
+
+def test_a_daemonic_worker_reads_a_large_log_in_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multiprocessing.Pool worker is daemonic: the parallel reader must not try to fork there."""
+    from exptrack import ExperimentTracker
+
+    store = tmp_path / "store"
+    tracker = ExperimentTracker(store, durable=False)
+    # more than two 256 KiB blocks, so the reader would split the log between two processes
+    tracker.log_runs([{"params": {"i": i, "pad": "x" * 200}, "metrics": {"accuracy": i / 4000}} for i in range(4000)])
+    monkeypatch.setattr(fastscan, "PARALLEL_MIN_BYTES", 1)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_best_in_daemon, args=(str(store), queue), daemon=True)
+    child.start()
+    try:
+        answer = queue.get(timeout=60)  # a hang guard, not a timing assertion
+    finally:
+        child.join(timeout=10)
+    assert answer == tracker.best_run("accuracy").run_id

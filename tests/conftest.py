@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from exptrack import ExperimentTracker
 from exptrack.logs import detach_store_log
 
 RUNS_FILE = "runs.jsonl"
@@ -30,6 +31,16 @@ def store(tmp_path: Path) -> Iterator[Path]:
     finally:
         # each tracker attaches a log.txt handler per store and process; do not accumulate them
         detach_store_log(str(path))
+
+
+@pytest.fixture
+def tracker(store: Path) -> Iterator[ExperimentTracker]:
+    """A flush-only tracker on ``store``, closed afterwards."""
+    tracker = ExperimentTracker(store, durable=False)
+    try:
+        yield tracker
+    finally:
+        tracker.close()
 
 
 @pytest.fixture

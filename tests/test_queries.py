@@ -7,7 +7,7 @@ import math
 import pickle
 import random
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -33,15 +33,6 @@ from exptrack.query import infer_mode
 from exptrack.record import Run
 
 NAN, INF = math.nan, math.inf
-
-
-@pytest.fixture
-def tracker(store: Path) -> Iterator[ExperimentTracker]:
-    tracker = ExperimentTracker(store, durable=False)
-    try:
-        yield tracker
-    finally:
-        tracker.close()
 
 
 def log_values(tracker: ExperimentTracker, metric: str, values: Sequence[float | None]) -> list[Run]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,15 +55,6 @@ CORRUPT_KINDS = [
     pytest.param(b"   \t ", "blank line", id="whitespace"),
     pytest.param(flip_digit(GOOD)[:-1], "checksum mismatch", id="bit-flip"),
 ]
-
-
-@pytest.fixture
-def tracker(store: Path) -> Iterator[ExperimentTracker]:
-    tracker = ExperimentTracker(store, durable=False)
-    try:
-        yield tracker
-    finally:
-        tracker.close()
 
 
 def append_raw(tracker: ExperimentTracker, data: bytes) -> int:

@@ -36,6 +36,8 @@ from .scan import CorruptLine, LogScan, line_length
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .sql import Rows
+
 logger = logging.getLogger(__name__)
 
 RUNS_FILE = "runs.jsonl"
@@ -329,6 +331,21 @@ class ExperimentTracker:
         from .export import to_pandas
 
         return to_pandas(self.runs(where=where))
+
+    def sql(self, query: str) -> Rows:
+        """Answer a DuckDB SQL ``query`` over a ``runs`` view of this tracker's runs.
+
+        The view holds the merged, non-deleted runs with typed columns (``run_id``, ``name``,
+        ``experiment``, ``status``, ``timestamp``, ``params`` and ``metrics`` structs, ``tags``);
+        see :mod:`exptrack.sql`.  Rows are tuples that also answer ``row["column"]``.
+
+        Raises:
+            QueryError: the SQL does not parse or cannot run.
+            MissingDependencyError (an ``ImportError``): DuckDB is not installed (``exptrack[sql]``).
+        """
+        from .sql import run_sql
+
+        return run_sql(self.runs(), query)
 
     # -- the index -----------------------------------------------------------------------------
 

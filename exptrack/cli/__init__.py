@@ -5,6 +5,7 @@ from . import (
     core,  # noqa: F401 - registers the commands on the group
     export,  # noqa: F401
     repro,  # noqa: F401
+    sql,  # noqa: F401
 )
 from ._app import cli, main
 

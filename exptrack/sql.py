@@ -1,0 +1,276 @@
+"""SQL over the store on DuckDB: a ``runs`` view of the merged, non-deleted runs with typed columns.
+
+DuckDB is not pointed at ``runs.jsonl``: the file holds edits as separate lines (tags, notes,
+renames, deletions) that only exptrack's reader folds into runs.  The runs the reader yields are
+streamed once into a temporary newline-delimited JSON file while the type of every param is
+noted, and DuckDB's parallel JSON reader loads that file with those exact column types:
+
+=============  ===============================================================================
+column         type
+=============  ===============================================================================
+run_id         VARCHAR
+name           VARCHAR
+experiment     VARCHAR
+status         VARCHAR
+timestamp      TIMESTAMP (UTC)
+params         STRUCT, one field per param name: BOOLEAN, BIGINT (HUGEINT beyond 2**63-1),
+               DOUBLE (ints and floats mixed), VARCHAR (strings; or scalars of mixed types,
+               as their JSON text), JSON (lists and nested mappings)
+metrics        STRUCT of DOUBLE, one field per metric name (NaN and ±Infinity kept)
+tags           VARCHAR[]
+=============  ===============================================================================
+
+A run without a param or metric has NULL in that field.  SQL names are case-insensitive, so a
+name that differs from an earlier one only by case (``lr`` and ``LR``) gets a ``#2`` suffix.
+DuckDB is imported only when a query runs (``pip install 'exptrack[sql]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import codec
+from .errors import QueryError
+from .record import Run
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["Row", "Rows", "connect", "run_sql"]
+
+class Row(tuple):  # type: ignore[type-arg]  # a tuple of any values, like DB-API rows
+    """One result row: a tuple (``row[0]``, unpacking, ``==`` with a tuple) that also answers
+    ``row["column"]``, ``row.keys()`` and ``dict(row)``, like ``sqlite3.Row``."""
+
+    __slots__ = ()
+    columns: tuple[str, ...] = ()
+    _positions: Mapping[str, int] = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            try:
+                key = self._positions[key]
+            except KeyError:
+                raise KeyError(f"no column {key!r}; columns: {', '.join(self.columns)}") from None
+        return super().__getitem__(key)
+
+    def keys(self) -> tuple[str, ...]:
+        return self.columns
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(zip(self.columns, self))
+
+
+class Rows(list[Row]):
+    """The rows of one result, in order; ``columns`` names them even when there are none."""
+
+    def __init__(self, columns: Sequence[str], rows: Iterable[Row] = ()) -> None:
+        super().__init__(rows)
+        self.columns = tuple(columns)
+
+
+def row_type(columns: Sequence[str]) -> type[Row]:
+    """A ``Row`` subclass for one result's columns (the first of a repeated name wins by name)."""
+    positions: dict[str, int] = {}
+    for i, name in enumerate(columns):
+        positions.setdefault(name, i)
+    return type("Row", (Row,), {"__slots__": (), "columns": tuple(columns), "_positions": positions})
+
+
+def run_sql(runs: Iterable[Run], query: str) -> Rows:
+    """Answer ``query`` over a ``runs`` view of ``runs``: :class:`Row` tuples in a :class:`Rows` list.
+
+    Raises:
+        QueryError: the SQL does not parse or cannot run (DuckDB's message, first line).
+        MissingDependencyError: DuckDB is not installed.
+    """
+    con = connect(runs)
+    try:
+        try:
+            result = con.execute(query)
+        except _duckdb().Error as exc:
+            raise QueryError(f"SQL: {_first_line(exc)}") from None
+        if not result.description:  # a statement without a result (SET, CREATE ...)
+            return Rows(())
+        columns = [str(d[0]) for d in result.description]
+        cls = row_type(columns)
+        return Rows(columns, (cls(values) for values in result.fetchall()))
+    finally:
+        con.close()
+
+
+def connect(runs: Iterable[Run]) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection holding a ``runs`` view of ``runs`` (see the module doc)."""
+    engine = _duckdb()
+    fd, path = tempfile.mkstemp(prefix="exptrack-sql-", suffix=".ndjson")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shape = _write_rows(runs, out)
+        con: duckdb.DuckDBPyConnection = engine.connect(":memory:")
+        try:
+            con.execute(_load_statement(path, shape))
+            con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
+        except BaseException:
+            con.close()
+            raise
+        return con
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+class _Shape:
+    """The param and metric names seen so far, each param's kinds, and case-clash renames."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, set[str]] = {}
+        self.metrics: dict[str, None] = {}
+        self.param_names = _Names()
+        self.metric_names = _Names()
+
+
+class _Names:
+    """SQL field names for keys: the first spelling of a case-insensitive name keeps it."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+        self._folded: dict[str, int] = {}
+
+    def field(self, key: str) -> str:
+        name = self.fields.get(key)
+        if name is None:
+            folded = key.casefold()
+            count = self._folded.get(folded, 0) + 1
+            self._folded[folded] = count
+            name = key if count == 1 else f"{key}#{count}"
+            self.fields[key] = name
+        return name
+
+
+def _write_rows(runs: Iterable[Run], out: Any) -> _Shape:
+    shape = _Shape()
+    lines: list[bytes] = []
+    for run in runs:
+        params: dict[str, Any] = {}
+        for key, value in run.params.items():
+            name = shape.param_names.field(key)
+            kinds = shape.params.setdefault(name, set())
+            if value is not None:
+                kinds.add(_kind(value))
+            params[name] = value
+        metrics: dict[str, Any] = {}
+        for key, value in run.metrics.items():
+            name = shape.metric_names.field(key)
+            shape.metrics[name] = None
+            metrics[name] = value  # codec.dumps spells NaN/±Infinity as strings DuckDB casts back
+        row = {
+            "run_id": run.run_id,
+            "name": _text(run.get("name")),
+            "experiment": _text(run.get("experiment")) or "default",
+            "status": run.status,
+            "timestamp": _utc_naive(run.timestamp),
+            "params": params,
+            "metrics": metrics,
+            "tags": list(run.tags),
+        }
+        lines.append(codec.dumps(row))
+        if len(lines) >= 4096:
+            out.write(b"\n".join(lines) + b"\n")
+            lines.clear()
+    if lines:
+        out.write(b"\n".join(lines) + b"\n")
+    return shape
+
+
+def _kind(value: object) -> str:
+    kind = type(value)
+    if kind is bool:
+        return "bool"
+    if kind is int:
+        return "int" if -(2**63) <= value < 2**63 else "huge"  # type: ignore[operator]
+    if kind is float:
+        return "float"
+    if kind is str:
+        return "str"
+    return "json"
+
+
+def _param_type(kinds: set[str]) -> str:
+    if not kinds or kinds == {"str"}:
+        return "VARCHAR"
+    if "json" in kinds:
+        return "JSON"
+    if kinds == {"bool"}:
+        return "BOOLEAN"
+    if kinds == {"int"}:
+        return "BIGINT"
+    if kinds <= {"int", "huge"}:
+        return "HUGEINT"
+    if kinds <= {"int", "huge", "float"}:
+        return "DOUBLE"
+    return "VARCHAR"  # mixed scalars: their JSON text
+
+
+def _struct(fields: Mapping[str, str]) -> str:
+    if not fields:
+        return "JSON"  # DuckDB has no empty STRUCT; a store without params has nothing to select
+    return "STRUCT(" + ", ".join(f"{_ident(name)} {kind}" for name, kind in fields.items()) + ")"
+
+
+def _load_statement(path: str, shape: _Shape) -> str:
+    columns = {
+        "run_id": "VARCHAR",
+        "name": "VARCHAR",
+        "experiment": "VARCHAR",
+        "status": "VARCHAR",
+        "timestamp": "TIMESTAMP",
+        "params": _struct({name: _param_type(kinds) for name, kinds in shape.params.items()}),
+        "metrics": _struct(dict.fromkeys(shape.metrics, "DOUBLE")),
+        "tags": "VARCHAR[]",
+    }
+    spec = ", ".join(f"{_literal(name)}: {_literal(kind)}" for name, kind in columns.items())
+    return (  # every name and path in it is quoted by _literal: no injection
+        f"CREATE TABLE _runs AS SELECT * FROM read_json({_literal(path)}, format='newline_delimited', "  # noqa: S608
+        f"columns={{{spec}}}, maximum_object_size={codec.MAX_RECORD_BYTES * 4})"
+    )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _utc_naive(stamp: str) -> str | None:
+    """The run's time as a zone-less UTC text DuckDB reads as TIMESTAMP; None if unreadable."""
+    if stamp.endswith("Z") and len(stamp) > 19 and stamp[10] == "T":
+        return stamp[:-1]  # exptrack's own form: the fast path
+    try:
+        moment = _dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return moment.isoformat()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _duckdb() -> Any:
+    from .export import _require
+
+    return _require("duckdb", "SQL queries", "sql")

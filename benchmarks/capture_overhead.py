@@ -40,7 +40,7 @@ from exptrack.capture import (
     fingerprint_data,
 )
 from exptrack.capture import system as system_capture
-from exptrack.logs import detach_store_log
+from exptrack.store.logs import detach_store_log
 from exptrack.tracker import ExperimentTracker
 
 if TYPE_CHECKING:

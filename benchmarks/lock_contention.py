@@ -36,10 +36,10 @@ from typing import Any
 
 from _common import environment_line, print_table
 
-from exptrack import codec
-from exptrack.journal import Journal
-from exptrack.record import build_run
-from exptrack.scan import CorruptLine, LogScan
+from exptrack.store import codec
+from exptrack.store.journal import Journal
+from exptrack.store.record import build_run
+from exptrack.store.scan import CorruptLine, LogScan
 
 CASES = ("exptrack", "exptrack durable", "flock blocking (limit)", "filelock FileLock")
 FILELOCK_APPENDS = 200  # 50 ms polls: more would take minutes

@@ -45,10 +45,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from generate_history import log_items
 
-from exptrack import ExperimentTracker, codec
-from exptrack.logs import detach_store_log
-from exptrack.record import build_run
-from exptrack.scan import CorruptLine, LogScan
+from exptrack import ExperimentTracker
+from exptrack.store import codec
+from exptrack.store.logs import detach_store_log
+from exptrack.store.record import build_run
+from exptrack.store.scan import CorruptLine, LogScan
 
 ITEMS_PER_WORKER = 512
 Result = tuple[int, float, float, float]  # runs, start, end (monotonic, shared by all processes), CPU s

@@ -1,6 +1,6 @@
 """``python -m exptrack``: the same command line as the ``exptrack`` script."""
 
-from .cli import main
+from exptrack.cli import main
 
 if __name__ == "__main__":
     main()

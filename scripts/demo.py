@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from exptrack import ExperimentTracker
-from exptrack.output import render, run_columns
-from exptrack.report import describe_run
+from exptrack.query.output import render, run_columns
+from exptrack.repro.describe import describe_run
 
 DEMO_MARK = ".exptrack-demo"
 

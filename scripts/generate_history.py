@@ -29,8 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exptrack import codec
-from exptrack.record import Run, build_run
+from exptrack.store import codec
+from exptrack.store.record import Run, build_run
 
 CHUNK = 25_000
 _BASE_SECOND = 1_735_689_600  # 2025-01-01T00:00:00Z; runs are ~3 s apart

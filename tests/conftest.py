@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exptrack import ExperimentTracker
-from exptrack.logs import detach_store_log
+from exptrack.store.logs import detach_store_log
 
 RUNS_FILE = "runs.jsonl"
 

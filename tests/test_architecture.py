@@ -32,8 +32,14 @@ def imported_modules(path: Path) -> set[str]:
                 module = ".".join(base + ([node.module] if node.module else []))
                 names.add(module)
                 names.update(f"{module}.{alias.name}" for alias in node.names)
+            elif node.module == "exptrack":  # `from exptrack import capture` imports the subpackage only
+                for alias in node.names:
+                    is_module = (PACKAGE / alias.name).is_dir() or (PACKAGE / f"{alias.name}.py").is_file()
+                    names.add(f"exptrack.{alias.name}" if is_module else "exptrack")
             elif node.module:
                 names.add(node.module)
+                if node.module.startswith("exptrack"):  # `from exptrack.store import codec` imports a module
+                    names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -47,11 +53,92 @@ def importers_of(module: str) -> set[str]:
 
 def test_the_scan_sees_the_package() -> None:
     relative = {path.relative_to(PACKAGE.parent).as_posix() for path in SOURCES}
-    assert {"exptrack/codec.py", "exptrack/_fs.py", "exptrack/tracker.py", "exptrack/cli/_app.py"} <= relative
-    assert "exptrack.codec" in imported_modules(PACKAGE / "tracker.py")  # `from . import codec`
+    expected = {"exptrack/store/codec.py", "exptrack/store/fsio.py", "exptrack/tracker.py", "exptrack/cli/_app.py"}
+    assert expected <= relative
+    assert "exptrack.store.codec" in imported_modules(PACKAGE / "tracker.py")
 
 
-@pytest.mark.parametrize(("dependency", "owner"), [("orjson", "exptrack/codec.py"), ("filelock", "exptrack/_fs.py")])
+# Each layer may import itself and the layers listed for it; nothing else of exptrack's.
+# Dependencies point one way: cli / ui / integrations / importers -> repro -> tracker -> live ->
+# (query, capture) -> store -> errors.
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "store": {"errors"},
+    "query": {"errors", "store"},
+    "capture": {"errors"},
+    "live": {"errors", "store", "query", "capture"},
+    "tracker": {"errors", "store", "query", "capture", "live"},
+    "repro": {"errors", "store", "query", "capture", "live", "tracker"},
+    "ui": {"errors", "store", "query", "capture", "live", "tracker", "repro", "package"},
+    "integrations": {"errors", "store", "query", "capture", "live", "tracker", "package"},
+    "importers": {"errors", "store", "query", "capture", "live", "tracker", "package"},
+    "cli": {"errors", "store", "query", "capture", "live", "tracker", "repro", "ui", "importers", "package"},
+    "package": {"errors", "store", "query", "capture", "live", "tracker", "repro", "cli"},
+}
+
+
+def layer_of(module: str) -> str:
+    """``exptrack.store.index.idmap`` -> ``store``; the package itself (``exptrack``) -> ``package``."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in ("__init__", "__main__"):
+        return "package"
+    return parts[1].removesuffix(".py")
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.relative_to(PACKAGE.parent).as_posix())
+def test_imports_point_down_the_layers(path: Path) -> None:
+    module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    layer = layer_of(module)
+    assert layer in ALLOWED, f"{module} is in no known layer; add it to ALLOWED and ARCHITECTURE.md"
+    upward = sorted(
+        name for name in imported_modules(path)
+        if name.split(".")[0] == "exptrack" and layer_of(name) not in ALLOWED[layer] | {layer}
+    )
+    assert not upward, f"{module} ({layer}) imports {upward}"
+
+
+def test_every_module_is_on_the_architecture_map() -> None:
+    """ARCHITECTURE.md has one line per module: a new module without its line fails here."""
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    missing = [
+        path.relative_to(PACKAGE).as_posix() for path in SOURCES
+        if path.name != "__init__.py" and path.relative_to(PACKAGE).as_posix() not in text
+    ]
+    assert not missing, f"modules missing from ARCHITECTURE.md: {missing}"
+
+
+def test_the_live_run_and_the_tracker_do_not_import_each_other() -> None:
+    assert not any(name.startswith("exptrack.tracker") for name in imported_modules(PACKAGE / "live" / "run.py"))
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["log", "--param", "lr=0.1", "--metric", "acc=0.5"]], ids=["help", "log"]
+)
+def test_help_and_log_load_neither_multiprocessing_nor_the_scanners_nor_the_index(
+    argv: list[str], tmp_path: Path
+) -> None:
+    code = (
+        "import json, sys\n"
+        "from exptrack.cli import main\n"
+        f"sys.argv = ['exptrack', '--store', {str(tmp_path / 'store')!r}, *{argv!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stderr.strip().splitlines()[-1]))
+    heavy = {"multiprocessing", "mmap", "exptrack.store.scan", "exptrack.store.fastscan", "exptrack.store.parallel",
+             "exptrack.store.index.log_index", "exptrack.store.index.idmap"}
+    assert not loaded & heavy, sorted(loaded & heavy)
+    if argv == ["--help"]:
+        assert "exptrack.tracker" not in loaded
+
+
+@pytest.mark.parametrize(
+    ("dependency", "owner"), [("orjson", "exptrack/store/codec.py"), ("filelock", "exptrack/store/fsio.py")]
+)
 def test_each_third_party_dependency_has_one_owner(dependency: str, owner: str) -> None:
     assert importers_of(dependency) == {owner}
 
@@ -65,6 +152,14 @@ def test_only_the_cli_package_imports_click() -> None:
 def test_the_core_never_imports_the_cli() -> None:
     outside = importers_of("exptrack.cli") - {"exptrack/__main__.py"}
     assert all(path.startswith("exptrack/cli/") for path in outside), outside
+
+
+@pytest.mark.parametrize("layer", ["store", "query", "live", "capture", "repro"])
+def test_the_core_layers_import_no_web_stack_and_no_framework(layer: str) -> None:
+    frameworks = ("click", "starlette", "uvicorn", "plotly", "optuna", "sklearn", "keras", "ray", "mlflow")
+    for path in (PACKAGE / layer).rglob("*.py"):
+        found = {name.split(".")[0] for name in imported_modules(path)} & set(frameworks)
+        assert not found, f"{path.relative_to(PACKAGE)} imports {sorted(found)}"
 
 
 def test_importing_exptrack_loads_neither_click_nor_optional_libraries() -> None:

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from exptrack import _fs
-from exptrack.artifacts import ArtifactProblem, ArtifactStore, BlobRef
 from exptrack.errors import ArtifactIntegrityError, InvalidRecordError, StorageError
+from exptrack.live.artifacts import ArtifactProblem, ArtifactStore, BlobRef
+from exptrack.store import fsio
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -62,11 +62,11 @@ def big_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def restore_fs() -> Iterator[None]:
     """Let a test install a faulty file system; the real one is restored whatever happens."""
-    previous = _fs.fs()
+    previous = fsio.fs()
     try:
         yield
     finally:
-        _fs.install(previous)
+        fsio.install(previous)
 
 
 def test_put_file_round_trips_bytes_exactly(store: ArtifactStore, big_file: Path, tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_missing_source_file_is_a_storage_error(store: ArtifactStore, tmp_path: 
     assert _files(store.root) == []
 
 
-class _GrowingSource(_fs.FileSystem):
+class _GrowingSource(fsio.FileSystem):
     """Appends to the source file while its first chunk is being written."""
 
     def __init__(self, source: Path) -> None:
@@ -200,14 +200,14 @@ class _GrowingSource(_fs.FileSystem):
 def test_source_growing_during_put_is_stored_consistently(store: ArtifactStore, tmp_path: Path) -> None:
     source = tmp_path / "log.txt"
     source.write_bytes(b"a" * (1024 * 1024 + 5))
-    _fs.install(_GrowingSource(source))
+    fsio.install(_GrowingSource(source))
     ref = store.put_file(source)
     stored = store.read_bytes(ref.sha256)
     assert ref.size == len(stored) > 1024 * 1024 + 5
     assert hashlib.sha256(stored).hexdigest() == ref.sha256
 
 
-class _ShortWrites(_fs.FileSystem):
+class _ShortWrites(fsio.FileSystem):
     """Accepts at most ``limit`` bytes per write, as a signal-interrupted or quota-bound write may."""
 
     def __init__(self, limit: int) -> None:
@@ -220,7 +220,7 @@ class _ShortWrites(_fs.FileSystem):
 @pytest.mark.usefixtures("restore_fs")
 def test_short_writes_are_completed(store: ArtifactStore, tmp_path: Path) -> None:
     data = _random_bytes(300_001, seed=5)
-    _fs.install(_ShortWrites(4096))
+    fsio.install(_ShortWrites(4096))
     ref = store.put_bytes(data)
     assert store.fetch(ref.sha256, tmp_path / "copy").read_bytes() == data
     assert store.read_bytes(ref.sha256) == data
@@ -228,14 +228,14 @@ def test_short_writes_are_completed(store: ArtifactStore, tmp_path: Path) -> Non
 
 @pytest.mark.usefixtures("restore_fs")
 def test_write_making_no_progress_fails_instead_of_spinning(store: ArtifactStore) -> None:
-    _fs.install(_ShortWrites(0))
+    fsio.install(_ShortWrites(0))
     with pytest.raises(StorageError) as caught:
         store.put_bytes(b"data")
     assert caught.value.errno == errno.EIO
     assert _files(store.root) == []
 
 
-class _FailingCall(_fs.FileSystem):
+class _FailingCall(fsio.FileSystem):
     """Fails every call named ``call`` with ``code``; other calls reach the real file system."""
 
     def __init__(self, call: str, code: int) -> None:
@@ -276,7 +276,7 @@ FAILURES = [
 def test_failed_put_leaves_neither_temp_nor_blob(
     store: ArtifactStore, big_file: Path, failing: _FailingCall
 ) -> None:
-    _fs.install(failing)
+    fsio.install(failing)
     for source in (big_file, b"payload"):
         with pytest.raises(StorageError) as caught:
             store.put_file(source) if isinstance(source, Path) else store.put_bytes(source)
@@ -294,7 +294,7 @@ def test_failed_fetch_leaves_no_partial_file(
     ref = store.put_file(big_file)
     out = tmp_path / "out"
     out.mkdir()
-    _fs.install(failing)
+    fsio.install(failing)
     with pytest.raises(StorageError) as caught:
         store.fetch(ref.sha256, out)
     assert caught.value.errno == failing.code
@@ -339,7 +339,7 @@ def test_concurrent_puts_of_same_content_store_one_blob(store: ArtifactStore, tm
     assert store.verify() == []
 
 
-class _StallInWrite(_fs.FileSystem):
+class _StallInWrite(fsio.FileSystem):
     """Writes the first chunk, then tells the parent it is mid-write and waits to be killed."""
 
     def __init__(self, inside: Event) -> None:
@@ -353,7 +353,7 @@ class _StallInWrite(_fs.FileSystem):
 
 
 def _crashing_put(root: str, source: str, inside: Event) -> None:
-    _fs.install(_StallInWrite(inside))
+    fsio.install(_StallInWrite(inside))
     ArtifactStore(root).put_file(source)
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from exptrack.capture import FingerprintCache, compare_data, fingerprint_data
 from exptrack.capture import data as data_capture
+from exptrack.capture import dvc as dvc_capture
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -374,7 +375,7 @@ def test_odd_dvc_files_are_ignored(tmp_path: Path, odd: str) -> None:
 
 @given(st.text())
 def test_dvc_parser_never_raises(text: str) -> None:
-    for section, fields in data_capture.parse_dvc_items(text):
+    for section, fields in dvc_capture.parse_dvc_items(text):
         assert isinstance(section, str)
         assert all(isinstance(v, str) for v in fields.values())
 

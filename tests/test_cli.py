@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 
 from exptrack import ExperimentTracker
 from exptrack.cli import cli
-from exptrack.logs import detach_store_log
+from exptrack.store.logs import detach_store_log
 
 HANG_GUARD = 120.0  # seconds; a subprocess that takes longer is hung, not slow
 COMMANDS = ["log", "runs", "show", "best", "top", "summary"]

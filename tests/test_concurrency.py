@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from exptrack import ExperimentTracker, LockTimeoutError, codec
-from exptrack._fs import FileSystem, install
+from exptrack import ExperimentTracker, LockTimeoutError
+from exptrack.store import codec
+from exptrack.store.fsio import FileSystem, install
 
 if TYPE_CHECKING:
     from multiprocessing.context import BaseContext

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from exptrack import ExperimentTracker
 from exptrack.cli import cli
-from exptrack.logs import detach_store_log
+from exptrack.store.logs import detach_store_log
 
 ROOT = Path(__file__).resolve().parent.parent
 HANG_GUARD = 600.0  # seconds; a hung worker pool must not hang the suite (not a speed check)

@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from exptrack import ExperimentTracker, ExptrackError, Run
 from exptrack.cli import cli
 from exptrack.cli import export as export_cli
-from exptrack.export import FIXED_COLUMNS, MissingDependencyError, export_runs
+from exptrack.query.export import FIXED_COLUMNS, MissingDependencyError, export_runs
 
 HANG_GUARD = 120.0  # seconds; a subprocess that takes longer is hung, not slow
 

@@ -17,11 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exptrack import codec, fastscan, scan
-from exptrack.fastscan import Segment, id_from_key, id_key, scan_range
-from exptrack.query import BLOCK_SHIFT, MetricFold, TopK
-from exptrack.record import Run, build_run
-from exptrack.scan import CorruptLine, LogScan
+from exptrack.store import codec, parallel, scan
+from exptrack.store import segment as segment_module
+from exptrack.store.fastscan import scan_range
+from exptrack.store.index.reducers import BLOCK_SHIFT, MetricFold, TopK
+from exptrack.store.record import Run, build_run
+from exptrack.store.scan import CorruptLine, LogScan
+from exptrack.store.segment import TOP_K, Segment, id_from_key, id_key
 
 STAMP = "2026-01-01T00:00:00.000000Z"
 
@@ -59,7 +61,7 @@ def reference(path: Path, start: int = 0, end: int | None = None) -> dict[str, A
         ids.append((item.run_id, item.offset))
         for name, value in item.metrics.items():
             folds.setdefault(name, MetricFold()).add(value, item.offset >> BLOCK_SHIFT)
-            high, low = tops.setdefault(name, (TopK(fastscan.TOP_K, "max"), TopK(fastscan.TOP_K, "min")))
+            high, low = tops.setdefault(name, (TopK(TOP_K, "max"), TopK(TOP_K, "min")))
             high.add(value, item.offset, item.run_id)
             low.add(value, item.offset, item.run_id)
     return {
@@ -77,10 +79,10 @@ def digest(segment: Segment) -> dict[str, Any]:
         fold = folds[name] = MetricFold()
         for block, values in part.blocks:
             fold.feed(block, values)
-        tops[name] = (TopK(fastscan.TOP_K, "max", list(part.top_max)).ranked(),
-                      TopK(fastscan.TOP_K, "min", list(part.top_min)).ranked())
+        tops[name] = (TopK(TOP_K, "max", list(part.top_max)).ranked(),
+                      TopK(TOP_K, "min", list(part.top_min)).ranked())
     keys = bytes(segment.ids).split(b"\n")[:-1]
-    assert [fastscan.id_hash(key) for key in keys] == list(segment.hashes)
+    assert [segment_module.id_hash(key) for key in keys] == list(segment.hashes)
     assert list(segment.starts) == list(accumulate((len(key) + 1 for key in keys[:-1]), initial=0))[: len(keys)]
     assert list(segment.sorted_hashes) == sorted(segment.hashes)
     return {
@@ -205,7 +207,7 @@ def many_lines(count: int, seed: int = 0) -> list[bytes]:
 def test_segments_cut_at_block_boundaries_merge_to_the_single_pass_answer(tmp_path: Path) -> None:
     path = write(tmp_path / "runs.jsonl", many_lines(3000))  # ~1.3 MB: several statistics blocks
     size = path.stat().st_size
-    cuts = fastscan.split_points(str(path), 0, size, 4)
+    cuts = parallel.split_points(str(path), 0, size, 4)
     assert len(cuts) == 5
     assert all(cut % (1 << BLOCK_SHIFT) < 1000 for cut in cuts[1:-1])  # just after a block boundary
     merged = scan_range(str(path), cuts[0], cuts[1])
@@ -235,9 +237,9 @@ def test_id_keys_round_trip_and_never_hold_a_newline() -> None:
 
 _CHILD = """
 import sys
-from exptrack import fastscan
-fastscan.PARALLEL_MIN_BYTES = 0
-segment = fastscan.scan_parallel(sys.argv[1], 0, int(sys.argv[2]), workers=3)
+from exptrack.store import parallel
+parallel.PARALLEL_MIN_BYTES = 0
+segment = parallel.scan_parallel(sys.argv[1], 0, int(sys.argv[2]), workers=3)
 print(segment.runs, segment.lines, len(segment.corrupt), segment.hashes.tobytes().hex()[:64])
 """
 
@@ -271,7 +273,7 @@ def test_a_daemonic_worker_reads_a_large_log_in_one_process(tmp_path: Path, monk
     tracker = ExperimentTracker(store, durable=False)
     # more than two 256 KiB blocks, so the reader would split the log between two processes
     tracker.log_runs([{"params": {"i": i, "pad": "x" * 200}, "metrics": {"accuracy": i / 4000}} for i in range(4000)])
-    monkeypatch.setattr(fastscan, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 1)
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_best_in_daemon, args=(str(store), queue), daemon=True)

@@ -29,10 +29,10 @@ from pathlib import Path
 import pytest
 
 from exptrack import ExperimentTracker, LockTimeoutError, Run, StorageError
-from exptrack._fs import FileSystem, install
-from exptrack.journal import DEFAULT_LOCK_TIMEOUT, Journal, lock_timeout_from_env
-from exptrack.logs import detach_store_log
-from exptrack.scan import CorruptLine
+from exptrack.store.fsio import FileSystem, install
+from exptrack.store.journal import DEFAULT_LOCK_TIMEOUT, Journal, lock_timeout_from_env
+from exptrack.store.logs import detach_store_log
+from exptrack.store.scan import CorruptLine
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,15 +19,16 @@ from typing import Any
 
 import pytest
 
-from exptrack import CorruptLine, ExperimentTracker, NoRunsError, RunNotFoundError, UnknownMetricError, codec, fastscan
-from exptrack._fs import FileSystem, install
-from exptrack.fastscan import TOP_K
-from exptrack.index import INDEX_DIR, INDEX_FILE, fingerprint
-from exptrack.logs import detach_store_log
-from exptrack.query import summarize, summary_dict, top_runs
-from exptrack.record import Run, build_run
-from exptrack.scan import LogScan
-from exptrack.where import compile_where
+from exptrack import CorruptLine, ExperimentTracker, NoRunsError, RunNotFoundError, UnknownMetricError
+from exptrack.query.ranking import summarize, summary_dict, top_runs
+from exptrack.query.where import compile_where
+from exptrack.store import codec, fastscan
+from exptrack.store.fsio import FileSystem, install
+from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE, fingerprint
+from exptrack.store.logs import detach_store_log
+from exptrack.store.record import Run, build_run
+from exptrack.store.scan import LogScan
+from exptrack.store.segment import TOP_K
 
 STAMP = "2026-01-01T00:00:00.000000Z"
 METRICS = ("accuracy", "val_loss", "epochs")
@@ -193,17 +194,18 @@ def test_best_and_top_read_only_the_lines_they_return(
 ) -> None:
     fill(tracker, 80)
     tracker.refresh_index()
-    from exptrack import tracker as tracker_module
+    from exptrack.store import scan as scan_module
+    from exptrack.store.index import idmap
 
     read: list[int] = []
-    real = tracker_module.read_run_at
+    real = idmap.read_run_at
 
     def spy(path: str, offset: int) -> Run:
         read.append(offset)
         return real(path, offset)
 
-    monkeypatch.setattr(tracker_module, "read_run_at", spy)
-    monkeypatch.setattr(tracker_module, "LogScan", None)  # any scan would fail loudly
+    monkeypatch.setattr(idmap, "read_run_at", spy)
+    monkeypatch.setattr(scan_module, "LogScan", None)  # any scan would fail loudly
     top = tracker.top_runs("accuracy", 5)
     assert len(read) == 5
     assert [run.offset for run in top] == read
@@ -404,10 +406,10 @@ def test_duplicates_in_one_refresh_and_across_refreshes_are_reported_not_counted
 def test_duplicates_are_found_against_the_sorted_hashes_and_the_delta(
     tracker: ExperimentTracker, monkeypatch: pytest.MonkeyPatch, resort_after: int, bisect_factor: int
 ) -> None:
-    from exptrack import index as index_module
+    from exptrack.store.index import idmap, log_index
 
-    monkeypatch.setattr(index_module, "_RESORT_AFTER", resort_after)
-    monkeypatch.setattr(index_module, "_BISECT_FACTOR", bisect_factor)
+    monkeypatch.setattr(log_index, "_RESORT_AFTER", resort_after)
+    monkeypatch.setattr(idmap, "_BISECT_FACTOR", bisect_factor)
     runs = fill(tracker, 12)
     tracker.refresh_index()
     recent = fill(tracker, 3, start=100)

@@ -13,11 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_index import answers, expected_answers, rescan
 
-from exptrack import ExperimentTracker, codec
-from exptrack.index import INDEX_DIR
-from exptrack.logs import detach_store_log
-from exptrack.query import MetricFold, MetricStats
-from exptrack.record import build_run
+from exptrack import ExperimentTracker
+from exptrack.store import codec
+from exptrack.store.index.identity import INDEX_DIR
+from exptrack.store.index.reducers import MetricFold, MetricStats
+from exptrack.store.logs import detach_store_log
+from exptrack.store.record import build_run
 
 STAMP = "2026-01-01T00:00:00.000000Z"
 IDS = [f"run-{i}" for i in range(12)]  # few ids: duplicates are common

@@ -26,11 +26,11 @@ from exptrack import (
     RunNotFoundError,
     StorageError,
     UnknownMetricError,
-    _fs,
     errors,
 )
-from exptrack.query import infer_mode
-from exptrack.record import Run
+from exptrack.query.directions import infer_mode
+from exptrack.store import fsio
+from exptrack.store.record import Run
 
 NAN, INF = math.nan, math.inf
 
@@ -338,7 +338,7 @@ def test_storage_error_carries_errno_and_path() -> None:
     assert "disk is full" in str(error)
 
 
-class _DiskFull(_fs.FileSystem):
+class _DiskFull(fsio.FileSystem):
     def write(self, fd: int, data: bytes | memoryview) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -346,12 +346,12 @@ class _DiskFull(_fs.FileSystem):
 def test_failed_append_raises_storage_error_and_leaves_the_log_readable(tracker: ExperimentTracker) -> None:
     kept = tracker.log_run(metrics={"accuracy": 0.5})
     before = tracker.runs_path.read_bytes()
-    previous = _fs.install(_DiskFull())
+    previous = fsio.install(_DiskFull())
     try:
         with pytest.raises(StorageError) as caught:
             tracker.log_run(metrics={"accuracy": 0.9})
     finally:
-        _fs.install(previous)
+        fsio.install(previous)
     error = caught.value
     assert isinstance(error, OSError)
     assert error.errno == errno.ENOSPC

@@ -12,11 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exptrack import CorruptLine, CorruptStoreError, ExperimentTracker, codec, scan
-from exptrack._fs import fs
-from exptrack.logs import detach_store_log
-from exptrack.record import Run, build_run
-from exptrack.scan import LogScan
+from exptrack import CorruptLine, CorruptStoreError, ExperimentTracker
+from exptrack.store import codec, scan
+from exptrack.store.fsio import fs
+from exptrack.store.logs import detach_store_log
+from exptrack.store.record import Run, build_run
+from exptrack.store.scan import LogScan
 
 ReadLines = Callable[[Path], list[bytes]]
 

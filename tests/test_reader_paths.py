@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from exptrack import CorruptLine, ExperimentTracker, Run, codec, scan
-from exptrack._fs import FileSystem, install
-from exptrack.artifacts import ArtifactStore
+from exptrack import CorruptLine, ExperimentTracker, Run
 from exptrack.cli import cli
 from exptrack.errors import InvalidRecordError
-from exptrack.fsck import check_store
-from exptrack.index import INDEX_DIR, INDEX_FILE
-from exptrack.record import build_run
-from exptrack.scan import LogScan
+from exptrack.live.artifacts import ArtifactStore
+from exptrack.repro.check import check_store
+from exptrack.store import codec, scan
+from exptrack.store.fsio import FileSystem, install
+from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE
+from exptrack.store.record import build_run
+from exptrack.store.scan import LogScan
 
 STAMP = "2026-01-01T00:00:00.000000Z"
 

@@ -1,7 +1,7 @@
 """A store the process cannot write, and a disk that refuses: clear errors, queries still answer.
 
 CI runs as root, where ``chmod`` denies nothing, so a read-only or full file system is simulated
-at the file-system seam (``exptrack._fs``): every call that would modify the store fails with
+at the file-system seam (``exptrack.store.fsio``): every call that would modify the store fails with
 the errno a read-only mount, a full disk or a failing device returns.  The file size limit is
 real: ``RLIMIT_FSIZE`` in a child process makes the kernel cut a write short and then refuse.
 """
@@ -24,12 +24,12 @@ import pytest
 from click.testing import CliRunner
 
 from exptrack import ExperimentTracker, Run, StorageError
-from exptrack._fs import FileSystem, install
-from exptrack.artifacts import ArtifactStore
 from exptrack.cli import cli
-from exptrack.fsck import check_store
-from exptrack.logs import detach_store_log
-from exptrack.scan import CorruptLine
+from exptrack.live.artifacts import ArtifactStore
+from exptrack.repro.check import check_store
+from exptrack.store.fsio import FileSystem, install
+from exptrack.store.logs import detach_store_log
+from exptrack.store.scan import CorruptLine
 
 _MODIFYING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
@@ -92,7 +92,7 @@ def seeded(store: Path) -> tuple[Path, list[Run]]:
 @pytest.fixture
 def read_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[RefusingFileSystem]:
     refusing = RefusingFileSystem(errno.EROFS)
-    monkeypatch.setattr("exptrack.logs.logging.FileHandler", _unwritable_log_file)
+    monkeypatch.setattr("exptrack.store.logs.logging.FileHandler", _unwritable_log_file)
     previous = install(refusing)
     try:
         yield refusing

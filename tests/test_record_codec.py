@@ -18,10 +18,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from exptrack import ExperimentTracker, InvalidRecordError, MissingMetricError, Run, codec
-from exptrack.codec import MAX_RECORD_BYTES
-from exptrack.logs import detach_store_log
-from exptrack.record import SCHEMA_VERSION, build_run
+from exptrack import ExperimentTracker, InvalidRecordError, MissingMetricError, Run
+from exptrack.store import codec
+from exptrack.store.codec import MAX_RECORD_BYTES
+from exptrack.store.logs import detach_store_log
+from exptrack.store.record import SCHEMA_VERSION, build_run
 
 ReadLines = Callable[[Path], list[bytes]]
 

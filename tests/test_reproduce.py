@@ -21,7 +21,7 @@ from exptrack import ExperimentTracker, Run
 from exptrack.capture import SystemInfo
 from exptrack.capture import data as data_capture
 from exptrack.cli import cli
-from exptrack.logs import detach_store_log
+from exptrack.store.logs import detach_store_log
 
 ROOT = Path(__file__).resolve().parent.parent
 HANG_GUARD = 120.0  # seconds; only stops a hung command from hanging the suite

@@ -20,7 +20,7 @@ from conftest import git, isolate_git
 
 import exptrack.capture
 from exptrack import ArtifactIntegrityError, ExperimentTracker, InvalidRecordError, MissingMetricError, RunNotFoundError
-from exptrack.run import ActiveRun, process_token
+from exptrack.live.run import ActiveRun, process_token
 
 ROOT = Path(__file__).resolve().parent.parent
 HANG_GUARD = 60.0  # seconds; only stops a hung child from hanging the suite, never a speed check
@@ -497,7 +497,7 @@ def test_store_inside_the_repository_does_not_make_the_tree_dirty(
                 pass
             assert tracker.get_run(run.run_id).extra["code"]["untracked"] == ["notes.txt"]
     finally:
-        from exptrack.logs import detach_store_log
+        from exptrack.store.logs import detach_store_log
 
         detach_store_log(str(store))
 

@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 
 from exptrack import CorruptLine, ExperimentTracker, Run
-from exptrack._fs import FileSystem, install
-from exptrack.journal import Journal
-from exptrack.logs import detach_store_log
+from exptrack.store.fsio import FileSystem, install
+from exptrack.store.journal import Journal
+from exptrack.store.logs import detach_store_log
 
 WRITERS = 8
 MIN_SIZE, MAX_SIZE = 100, 2 * 1024 * 1024

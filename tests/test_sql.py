@@ -120,7 +120,7 @@ def test_a_bad_query_is_a_query_error_with_duckdbs_reason(filled: ExperimentTrac
 
 
 def test_a_timestamp_with_an_offset_is_stored_in_utc(tracker: ExperimentTracker) -> None:
-    from exptrack.sql import _utc_naive
+    from exptrack.query.sql import _utc_naive
 
     assert _utc_naive("2026-01-01T02:00:00+02:00") == "2026-01-01T00:00:00"
     assert _utc_naive("2026-01-01T00:00:00.5Z") == "2026-01-01T00:00:00.5"

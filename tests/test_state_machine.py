@@ -32,11 +32,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from exptrack import CorruptLine, CorruptStoreError, ExperimentTracker, InvalidRecordError, Run, StorageError, codec
-from exptrack._fs import FileSystem, install
-from exptrack.index import INDEX_DIR, INDEX_FILE
-from exptrack.logs import detach_store_log
-from exptrack.query import summarize, summary_dict, top_runs
+from exptrack import CorruptLine, CorruptStoreError, ExperimentTracker, InvalidRecordError, Run, StorageError
+from exptrack.query.ranking import summarize, summary_dict, top_runs
+from exptrack.store import codec
+from exptrack.store.fsio import FileSystem, install
+from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE
+from exptrack.store.logs import detach_store_log
 
 
 class Crash(BaseException):  # the process died: nothing after this runs

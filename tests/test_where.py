@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exptrack.errors import FilterSyntaxError, QueryError
-from exptrack.where import MISSING, SortKey, compile_where, parse_sort, resolve_field, sort_records
+from exptrack.query.where import MISSING, SortKey, compile_where, parse_sort, resolve_field, sort_records
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

@@ -4,10 +4,11 @@ Each part is independent and fails softly: it never raises, and a field says why
 missing. Results are plain JSON-able dicts (large bytes, such as a patch, travel separately).
 """
 
-from .data import FingerprintCache, compare_data, fingerprint_data
-from .git import CodeState, capture_code, code_restore_steps, compare_code
-from .invocation import capture_invocation, command_line
-from .system import SystemInfo, capture_system, compare_system
+from exptrack.capture.cache import FingerprintCache
+from exptrack.capture.data import compare_data, fingerprint_data
+from exptrack.capture.git import CodeState, capture_code, code_restore_steps, compare_code
+from exptrack.capture.invocation import capture_invocation, command_line
+from exptrack.capture.system import SystemInfo, capture_system, compare_system
 
 __all__ = [
     "CodeState",

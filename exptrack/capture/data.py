@@ -20,15 +20,16 @@ name the files that changed; a million-file directory makes a correspondingly la
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
 import os
 import stat
-import tempfile
 import time
 from typing import TYPE_CHECKING
+
+from exptrack.capture.cache import FingerprintCache, _identity
+from exptrack.capture.dvc import _DvcIndex
+from exptrack.capture.names import json_text, record_key
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -40,9 +41,6 @@ _CHUNK = 1 << 20
 # reads nothing.  The remaining window -- the same file rewritten at the same size within one tick
 # of the file system's clock (a few ms) after being hashed -- is the one git and make accept too.
 _RACY_NS = 0
-_CACHE_FORMAT = "exptrack-fingerprint-cache"
-_CACHE_MAX_ENTRIES = 100_000
-_DVC_MAX_BYTES = 10 << 20
 _DIFF_CAP = 50
 
 _FileLine = tuple[bytes, str, int]  # relpath, sha256, size: one line of a tree hash
@@ -61,95 +59,10 @@ def _hash_file(path: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-class FingerprintCache:
-    """sha256 of files by stat identity, kept in a JSON file so unchanged data is not re-read.
-
-    The key is (absolute path, size, mtime_ns, ctime_ns, inode, device), the trust git and make
-    place in stat data.  ctime is in the key because nothing but the kernel sets it: content
-    rewritten at the same size with its mtime forced back (``os.utime``) still changes ctime.
-
-    Loaded on first use. ``save`` overlays this process's new entries on the file as it is now
-    and replaces it atomically (temporary file in the same directory, fsync, ``os.replace``), so
-    concurrent processes never see a torn file; the last writer wins and entries lost in a race
-    are recomputed next time. An unreadable or corrupt file counts as empty and is rewritten.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        self._entries: dict[str, list[object]] | None = None
-        self._new: dict[str, list[object]] = {}
-
-    def lookup(self, path: str, st: os.stat_result) -> str | None:
-        """The cached sha256 of ``path`` if its stat still matches, else ``None``."""
-        if self._entries is None:
-            self._entries = self._read()
-        entry = self._entries.get(path)
-        if entry is None or len(entry) != 6 or entry[:5] != _identity(st):
-            return None
-        sha = entry[5]
-        return sha if isinstance(sha, str) else None
-
-    def store(self, path: str, st: os.stat_result, sha256: str) -> None:
-        if self._entries is None:
-            self._entries = self._read()
-        entry: list[object] = [*_identity(st), sha256]
-        self._entries[path] = self._new[path] = entry
-
-    def save(self) -> bool:
-        """Write new entries to disk; ``False`` (logged) when the file system refuses."""
-        if not self._new:
-            return True
-        merged = self._read()
-        for path, entry in self._new.items():
-            merged.pop(path, None)  # re-insert at the end: the oldest entries are dropped first
-            merged[path] = entry
-        for path in list(merged)[: max(len(merged) - _CACHE_MAX_ENTRIES, 0)]:
-            del merged[path]
-        payload = {"format": _CACHE_FORMAT, "version": 1, "entries": merged}
-        try:
-            _write_atomic(self.path, json.dumps(payload, separators=(",", ":")).encode())
-        except OSError as exc:
-            logger.warning("cannot save fingerprint cache %s: %s", self.path, exc)
-            return False
-        self._entries, self._new = merged, {}
-        return True
-
-    def _read(self) -> dict[str, list[object]]:
-        try:
-            with open(self.path, "rb") as handle:
-                payload = json.loads(handle.read())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            logger.info("ignoring unreadable fingerprint cache %s: %s", self.path, exc)
-            return {}
-        if not isinstance(payload, dict) or payload.get("format") != _CACHE_FORMAT:
-            logger.info("ignoring fingerprint cache %s: not in the expected format", self.path)
-            return {}
-        entries = payload.get("entries")
-        if not isinstance(entries, dict):
-            return {}
-        return {k: v for k, v in entries.items() if isinstance(k, str) and isinstance(v, list)}
 
 
-def _identity(st: os.stat_result) -> list[object]:
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def fingerprint_data(
@@ -189,7 +102,7 @@ def fingerprint_data(
             results[str(named)] = {"error": f"not a usable path: {exc}"}
             continue
         entry, lines = _fingerprint_one(abs_path, cache, started_ns)
-        key = _record_key(abs_path, base_dir)
+        key = record_key(abs_path, base_dir)
         if entry.get("type") == "dir":
             prefix = os.fsencode(key.rstrip("/")) + b"/"
             overall += [(prefix + rel, sha, size) for rel, sha, size in lines]
@@ -201,7 +114,7 @@ def fingerprint_data(
         found = dvc.lookup(abs_path)
         if found is not None:
             entry["dvc"] = found
-        results[_text(key)] = entry
+        results[json_text(key)] = entry
     if cache is not None:
         cache.save()
     return {"tree": _tree(overall), "paths": results}
@@ -236,9 +149,9 @@ def _fingerprint_dir(
         try:
             sha, size = _digest(full, st, cache, started_ns)
         except OSError as exc:
-            skipped.append({"path": _text(rel), "reason": _why(exc, full)})
+            skipped.append({"path": json_text(rel), "reason": _why(exc, full)})
             continue
-        entries[_text(rel)] = {"sha256": sha, "size": size}
+        entries[json_text(rel)] = {"sha256": sha, "size": size}
         lines.append((os.fsencode(rel), sha, size))
     entry: dict[str, object] = {
         "type": "dir",
@@ -264,25 +177,25 @@ def _walk(root: str, root_st: os.stat_result) -> tuple[list[tuple[str, str, os.s
             with os.scandir(directory) as scan:
                 children = sorted(scan, key=lambda e: e.name)
         except OSError as exc:
-            skipped.append({"path": _text(rel_dir or "."), "reason": _why(exc, directory)})
+            skipped.append({"path": json_text(rel_dir or "."), "reason": _why(exc, directory)})
             continue
         for child in children:
             rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
             try:
                 st = os.stat(child.path)
             except OSError as exc:
-                skipped.append({"path": _text(rel), "reason": _why(exc, child.path)})
+                skipped.append({"path": json_text(rel), "reason": _why(exc, child.path)})
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if (st.st_dev, st.st_ino) in seen:
-                    skipped.append({"path": _text(rel), "reason": "directory already included (symlink)"})
+                    skipped.append({"path": json_text(rel), "reason": "directory already included (symlink)"})
                 else:
                     seen.add((st.st_dev, st.st_ino))
                     pending.append((rel, child.path))
             elif stat.S_ISREG(st.st_mode):
                 files.append((rel, child.path, st))
             else:
-                skipped.append({"path": _text(rel), "reason": "not a regular file"})
+                skipped.append({"path": json_text(rel), "reason": "not a regular file"})
     files.sort(key=lambda f: os.fsencode(f[0]))
     return files, skipped
 
@@ -310,16 +223,6 @@ def _tree(lines: list[_FileLine]) -> str:
     return digest.hexdigest()
 
 
-def _record_key(abs_path: str, base_dir: str) -> str:
-    try:
-        rel = os.path.relpath(abs_path, base_dir)
-    except ValueError:  # another drive on Windows
-        return abs_path
-    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
-        return abs_path
-    return rel.replace(os.sep, "/")
-
-
 def _why(exc: BaseException, path: str) -> str:
     if isinstance(exc, FileNotFoundError) and os.path.islink(path):
         return "broken symlink"
@@ -328,100 +231,10 @@ def _why(exc: BaseException, path: str) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _text(name: str) -> str:
-    """A file name as JSON-safe text: undecodable bytes become ``\\xNN`` escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-class _DvcIndex:
-    """DVC's own md5 for a path, from ``<path>.dvc`` or a ``dvc.lock`` in the cwd or repo root.
-
-    DVC files are YAML, read here by a tolerant line parser (no YAML dependency): list items
-    under ``outs:``/``deps:`` with ``path:`` and ``md5:`` keys. Anything odd is ignored.
-    """
-
-    def __init__(self, base_dir: str) -> None:
-        self._base = base_dir
-        self._parsed: dict[str, list[tuple[str, dict[str, str]]]] = {}
-        root = base_dir
-        while not any(os.path.isdir(os.path.join(root, m)) for m in (".dvc", ".git")):
-            parent = os.path.dirname(root)
-            if parent == root:
-                root = base_dir
-                break
-            root = parent
-        self._locks = list(dict.fromkeys(os.path.join(d, "dvc.lock") for d in (base_dir, root)))
-
-    def lookup(self, abs_path: str) -> dict[str, object] | None:
-        fallback: dict[str, object] | None = None
-        for source in [abs_path.rstrip(os.sep) + ".dvc", *self._locks]:
-            for section, fields in self._items(source):
-                where = fields.get("path")
-                md5 = fields.get("md5")
-                if where is None or md5 is None:
-                    continue
-                if os.path.normpath(os.path.join(os.path.dirname(source), where)) != abs_path.rstrip(os.sep):
-                    continue
-                found: dict[str, object] = {"md5": md5, "source": _text(_record_key(source, self._base))}
-                if section == "outs":
-                    return found
-                fallback = fallback or found  # a stage's dependency: DVC hashed it, but as an input
-        return fallback
-
-    def _items(self, source: str) -> list[tuple[str, dict[str, str]]]:
-        if source not in self._parsed:
-            try:
-                with open(source, encoding="utf-8", errors="replace") as handle:
-                    text = handle.read(_DVC_MAX_BYTES)
-            except (OSError, ValueError):
-                text = ""
-            self._parsed[source] = parse_dvc_items(text)
-        return self._parsed[source]
 
 
-def parse_dvc_items(text: str) -> list[tuple[str, dict[str, str]]]:
-    """(enclosing key, scalar fields) of every block-list item in a DVC YAML file.
-
-    ``outs:\\n- md5: ab\\n  path: x`` gives ``[("outs", {"md5": "ab", "path": "x"})]``. Flow
-    style, anchors and multi-line scalars are not understood and simply yield nothing.
-    """
-    items: list[tuple[str, dict[str, str]]] = []
-    headers: list[tuple[int, str]] = []
-    current: dict[str, str] | None = None
-    item_indent = -1
-    for raw in text.splitlines():
-        body = raw.lstrip(" ")
-        indent = len(raw) - len(body)
-        if not body.strip() or body.startswith("#"):
-            continue
-        if body == "-" or body.startswith("- "):
-            section = next((key for level, key in reversed(headers) if level <= indent), "")
-            current, item_indent = {}, indent
-            items.append((section, current))
-            body = body[1:].lstrip(" ")
-            indent += 2
-            if not body:
-                continue
-        elif current is not None and indent <= item_indent:
-            current = None
-        key, colon, value = body.partition(":")
-        key = key.strip()
-        if not colon or not key or " " in key:
-            continue
-        value = value.strip()
-        if not value:
-            while headers and headers[-1][0] >= indent:
-                headers.pop()
-            headers.append((indent, key))
-        elif current is not None:
-            current[key] = _scalar(value)
-    return items
-
-
-def _scalar(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    return value.split(" #", 1)[0].strip()
 
 
 def compare_data(recorded: Mapping[str, object], current: Mapping[str, object]) -> list[dict[str, object]]:

@@ -13,15 +13,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .. import codec
-from ..errors import ExptrackError
-from ..output import Format, render
-from ..record import Run
-from ..tracker import RUNS_FILE, ExperimentTracker
+from exptrack.errors import ExptrackError
+
+if TYPE_CHECKING:
+    from exptrack.query.output import Format
+    from exptrack.store.record import Run
+    from exptrack.tracker import ExperimentTracker
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,16 +76,20 @@ def cli(ctx: click.Context, store: Path, strict: bool) -> None:
 
 
 def _open(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> ExperimentTracker:
+    from exptrack.store import RUNS_FILE
+
     store: Path = ctx.find_root().obj
     if not create and not (store / RUNS_FILE).exists():
         raise click.ClickException(f"no exptrack store at {store} (no {RUNS_FILE}); log a run first or pass --store")
     kwargs.setdefault("strict", ctx.meta.get("exptrack.strict", False))
+    from exptrack.tracker import ExperimentTracker  # on first use: `exptrack --help` stays light
+
     return ExperimentTracker(store, **kwargs)
 
 
 def _open_for_query(ctx: click.Context, fmt: str) -> ExperimentTracker:
     """The store's tracker with its index brought up to date (a progress bar if that takes long)."""
-    from .progress import refresh_with_progress
+    from exptrack.cli.progress import refresh_with_progress
 
     tracker = _open(ctx)
     refresh_with_progress(tracker, fmt)
@@ -115,10 +120,14 @@ def mode_option(func: F) -> F:
 
 
 def _echo_json(obj: object) -> None:
+    from exptrack.store import codec
+
     click.echo(codec.dumps(obj, pretty=True).decode())
 
 
 def _emit_runs(runs: Sequence[Run], fmt: str, columns: Sequence[str]) -> None:
+    from exptrack.query.output import render
+
     if fmt == "json":
         _echo_json([run.to_dict() for run in runs])
     else:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ..fsck import CheckReport, check_store
-from ._app import _echo_json, _open, cli
+from exptrack.cli._app import _echo_json, _open, cli
+
+if TYPE_CHECKING:
+    from exptrack.repro.check import CheckReport
 
 
 @cli.command()
@@ -21,6 +25,8 @@ def check(ctx: click.Context, as_json: bool, no_artifacts: bool) -> None:
     """
     tracker = _open(ctx)  # refuses a directory that holds no store
     tracker.close()
+    from exptrack.repro.check import check_store  # reads the index: imported when used
+
     report = check_store(tracker.store, artifacts=not no_artifacts)
     if as_json:
         _echo_json(report.to_dict())

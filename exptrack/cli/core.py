@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import click
 
-from .. import codec
-from ..output import format_value, render, run_columns
-from ..record import Run
-from ..report import describe_run
-from ._app import (
+from exptrack.cli._app import (
     _as_format,
     _echo_json,
     _emit_runs,
@@ -23,6 +20,9 @@ from ._app import (
     where_option,
 )
 
+if TYPE_CHECKING:
+    from exptrack.store.record import Run
+
 
 def _parse_assignment(text: str, what: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
@@ -32,6 +32,8 @@ def _parse_assignment(text: str, what: str) -> tuple[str, str]:
 
 
 def _json_or_string(value: str) -> object:
+    from exptrack.store import codec
+
     try:
         parsed = codec.loads(value)
     except ValueError:
@@ -75,11 +77,13 @@ def log(ctx: click.Context, params: tuple[str, ...], metrics: tuple[str, ...], t
 @click.pass_context
 def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | None, fmt: str) -> None:
     """List runs (oldest first, the most recent last)."""
+    from exptrack.query.output import run_columns
+
     tracker = _open_for_query(ctx, fmt)
     if limit is None:
         limit = 20 if fmt == "table" else 0
     if sort:
-        from ..where import parse_sort, sort_records
+        from exptrack.query.where import parse_sort, sort_records
 
         ordered = sort_records(tracker.runs(where=where), parse_sort(sort))
         selected: Sequence[Run] = ordered[:limit] if limit else ordered
@@ -107,6 +111,9 @@ def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | N
 @click.pass_context
 def show(ctx: click.Context, run_id: str, fmt: str) -> None:
     """Show one run (a unique id prefix is enough)."""
+    from exptrack.query.output import run_columns
+    from exptrack.repro.describe import describe_run
+
     run = _open_for_query(ctx, fmt).get_run(run_id)
     if fmt == "json":
         _echo_json(run.to_dict())
@@ -124,6 +131,9 @@ def show(ctx: click.Context, run_id: str, fmt: str) -> None:
 @click.pass_context
 def best(ctx: click.Context, metric: str, mode: str | None, where: str | None, fmt: str) -> None:
     """The best run by METRIC (direction inferred for accuracy, loss, ...; else --max/--min)."""
+    from exptrack.query.output import format_value, run_columns
+    from exptrack.repro.describe import describe_run
+
     run = _open_for_query(ctx, fmt).best_run(metric, mode, where=where)
     if fmt == "json":
         _echo_json(run.to_dict())
@@ -142,6 +152,8 @@ def best(ctx: click.Context, metric: str, mode: str | None, where: str | None, f
 @click.pass_context
 def top(ctx: click.Context, metric: str, k: int, mode: str | None, where: str | None, fmt: str) -> None:
     """The K best runs by METRIC, best first."""
+    from exptrack.query.output import render, run_columns
+
     ranked = _open_for_query(ctx, fmt).top_runs(metric, k, mode=mode, where=where)
     if fmt == "json":
         _echo_json([run.to_dict() for run in ranked])
@@ -157,6 +169,8 @@ def top(ctx: click.Context, metric: str, k: int, mode: str | None, where: str | 
 @click.pass_context
 def summary(ctx: click.Context, where: str | None, fmt: str) -> None:
     """Totals, runs per status, per-metric count/min/max/mean/std and the best run."""
+    from exptrack.query.output import render
+
     tracker = _open_for_query(ctx, fmt)
     result = tracker.summary(where=where)
     if not result["total_runs"]:

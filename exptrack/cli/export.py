@@ -9,15 +9,17 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 
 import click
 
-from ..export import FORMATS, ExportFormat, Progress, RunSource, export_runs
-from ..record import Run
-from ..tracker import ExperimentTracker
-from ..where import compile_where
-from ._app import _open, cli, where_option
+from exptrack.cli._app import _open, cli, where_option
+from exptrack.query.export import FORMATS
+
+if TYPE_CHECKING:
+    from exptrack.query.export import ExportFormat, Progress, RunSource
+    from exptrack.store.record import Run
+    from exptrack.tracker import ExperimentTracker
 
 
 @cli.command()
@@ -34,6 +36,8 @@ def export(ctx: click.Context, fmt: str | None, output: Path | None, where: str 
     CSV and Parquet have one row per run: run_id, timestamp, status, tags, then metrics.NAME and
     params.NAME columns.  A progress bar is shown on a terminal (never when the output is piped).
     """
+    from exptrack.query.where import compile_where
+
     to_stdout = output is None or str(output) == "-"
     chosen = cast("ExportFormat", fmt or _format_from_suffix(None if to_stdout else output))
     tracker = _open(ctx)
@@ -102,6 +106,8 @@ def _log_size(tracker: ExperimentTracker) -> int:
 
 
 def _export_to_stdout(source: RunSource, fmt: ExportFormat, progress: Progress | None, size: int) -> int:
+    from exptrack.query.export import export_runs
+
     sys.stdout.flush()
     out: IO[bytes] = sys.stdout.buffer
     if fmt != "parquet":
@@ -120,6 +126,8 @@ def _export_to_stdout(source: RunSource, fmt: ExportFormat, progress: Progress |
 def _export_to_file(source: RunSource, fmt: ExportFormat, output: Path, progress: Progress | None, size: int) -> int:
     # Write beside the target and rename when complete: a failed export never leaves half a file
     # where a complete one is expected, and never destroys the previous export.
+    from exptrack.query.export import export_runs
+
     directory = output.parent if str(output.parent) else Path(".")
     handle = tempfile.NamedTemporaryFile(dir=directory, prefix=f".{output.name}.", suffix=".tmp", delete=False)  # noqa: SIM115
     try:

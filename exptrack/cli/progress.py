@@ -8,12 +8,14 @@ core knows nothing of click; it calls ``progress(bytes_done, bytes_total)`` as i
 from __future__ import annotations
 
 import sys
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from ..errors import ExptrackError
-from ..tracker import ExperimentTracker
+from exptrack.errors import ExptrackError
+
+if TYPE_CHECKING:
+    from exptrack.tracker import ExperimentTracker
 
 SHOW_FROM_BYTES = 8 << 20
 """Smaller reads finish in about a second or less: a bar would only flicker."""

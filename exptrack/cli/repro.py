@@ -5,14 +5,16 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import ArtifactIntegrityError
-from ..output import format_value, render
-from ..record import Run
-from ..report import ReproduceReport, diff_runs, format_checks, reproduce, requirements_text, write_patch
-from ._app import _echo_json, _open, cli
+from exptrack.cli._app import _echo_json, _open, cli
+from exptrack.errors import ArtifactIntegrityError
+
+if TYPE_CHECKING:
+    from exptrack.repro.reproduce import ReproduceReport
+    from exptrack.store.record import Run
 
 EXIT_DIFFERS = 3
 """``reproduce`` exit code when the checkout, data or environment differs from the run."""
@@ -25,6 +27,9 @@ EXIT_DIFFERS = 3
 @click.pass_context
 def diff(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
     """What differs between two runs: params, metrics, code, data, system, packages."""
+    from exptrack.query.output import format_value, render
+    from exptrack.repro.diff import diff_runs
+
     tracker = _open(ctx)
     a, b = tracker.get_run(run_a), tracker.get_run(run_b)
     differences = diff_runs(tracker, a, b)
@@ -61,12 +66,14 @@ def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, 
     exists, else those of the current directory.  Exit code 0 when everything matches, 3 when
     something differs or cannot be confirmed (1 on errors).
     """
+    from exptrack.repro.reproduce import reproduce, requirements_text, write_patch
+
     if (artifact is None) != (out is None):
         raise click.UsageError("--artifact and --out go together")
     tracker = _open(ctx)
     run = tracker.get_run(run_id)
     if params_out is not None:
-        from .. import codec
+        from exptrack.store import codec
 
         params_out.write_bytes(codec.dumps(run.params, pretty=True) + b"\n")
     if artifact is not None and out is not None:
@@ -105,6 +112,8 @@ def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, 
 
 
 def _echo_report(run: Run, report: ReproduceReport) -> None:
+    from exptrack.repro.reproduce import format_checks
+
     click.echo(f"run {run.run_id} ({run.timestamp}, {run.status})")
     code = run.extra.get("code")
     if isinstance(code, Mapping) and code.get("commit"):
@@ -140,6 +149,8 @@ def _echo_report(run: Run, report: ReproduceReport) -> None:
 @click.pass_context
 def artifacts(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """List a run's stored artifacts."""
+    from exptrack.query.output import render
+
     tracker = _open(ctx)
     run = tracker.get_run(run_id)
     listed = tracker.artifacts(run.run_id)

@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from .. import codec
-from ..output import format_value
-from ._app import _open, cli
+from exptrack.cli._app import _open, cli
+from exptrack.query.output import format_value
+from exptrack.store import codec
 
 
 @cli.command("sql")

@@ -26,29 +26,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from .codec import MAX_RECORD_BYTES, LineError, decode
-from .record import Run
+from exptrack.store.codec import MAX_RECORD_BYTES, LineError, decode
+from exptrack.store.record import CorruptLine, Run
 
 CHUNK_BYTES = 1 << 20
 _BOM = b"\xef\xbb\xbf"
-
-
-@dataclass(frozen=True, slots=True)
-class CorruptLine:
-    """A line that is not a valid run: where it is, how long, and why."""
-
-    line: int
-    offset: int
-    length: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.line} (byte {self.offset}, {self.length} bytes): {self.reason}"
-
-    def to_dict(self) -> dict[str, object]:
-        return {"line": self.line, "offset": self.offset, "length": self.length, "reason": self.reason}
 
 
 class LogScan:

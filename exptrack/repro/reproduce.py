@@ -13,87 +13,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import codec
-from .record import Run
+from exptrack.repro.diff import _section
+from exptrack.store import codec
+from exptrack.store.record import Run
 
 if TYPE_CHECKING:
-    from .tracker import ExperimentTracker
+    from exptrack.tracker import ExperimentTracker
 
 # Packages reported one by one by `reproduce` even when equal: the usual suspects for a changed
 # result.  Everything else is summarised as counts of added/removed/changed packages.
 KEY_PACKAGES = ("numpy", "scipy", "pandas", "scikit-learn", "torch", "tensorflow", "jax", "xgboost",
                 "lightgbm", "catboost", "polars")
-_SYSTEM_FIELDS = ("os", "os_release", "machine", "python_version", "python_implementation", "cpu_model",
-                  "cpu_count", "memory_total_bytes", "hostname")
 
 
-@dataclass(frozen=True, slots=True)
-class Difference:
-    """One field that differs between two runs (``None`` means absent on that side)."""
-
-    section: str
-    key: str
-    a: Any
-    b: Any
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"section": self.section, "key": self.key, "a": self.a, "b": self.b}
 
 
-def diff_runs(tracker: ExperimentTracker, a: Run, b: Run) -> list[Difference]:
-    """Only what differs: params, metrics, status/tags, code, data, system, packages, invocation."""
-    out: list[Difference] = []
-    out += _diff_maps("params", a.params, b.params)
-    out += _diff_maps("metrics", a.metrics, b.metrics)
-    if a.status != b.status:
-        out.append(Difference("run", "status", a.status, b.status))
-    if set(a.tags) != set(b.tags):
-        out.append(Difference("run", "tags", sorted(a.tags), sorted(b.tags)))
-    code_a, code_b = _section(a, "code"), _section(b, "code")
-    for key in ("commit", "branch", "remote", "dirty", "patch_sha256", "error"):
-        if code_a.get(key) != code_b.get(key):
-            out.append(Difference("code", key, code_a.get(key), code_b.get(key)))
-    untracked_a, untracked_b = sorted(_strings(code_a.get("untracked"))), sorted(_strings(code_b.get("untracked")))
-    if untracked_a != untracked_b:
-        out.append(Difference("code", "untracked", untracked_a, untracked_b))
-    out += _diff_data(_section(a, "data"), _section(b, "data"))
-    sys_a, sys_b = _section(a, "system"), _section(b, "system")
-    for key in _SYSTEM_FIELDS:
-        if sys_a.get(key) != sys_b.get(key):
-            out.append(Difference("system", key, sys_a.get(key), sys_b.get(key)))
-    if sys_a.get("packages_sha256") != sys_b.get("packages_sha256"):
-        out += _diff_maps("packages", tracker.packages(a) or {}, tracker.packages(b) or {})
-    inv_a, inv_b = _section(a, "invocation"), _section(b, "invocation")
-    for key in ("argv", "script", "seed", "cwd"):
-        if inv_a.get(key) != inv_b.get(key):
-            out.append(Difference("invocation", key, inv_a.get(key), inv_b.get(key)))
-    return out
 
 
-def _section(run: Run, name: str) -> Mapping[str, Any]:
-    value = run.extra.get(name)
-    return value if isinstance(value, Mapping) else {}
 
 
-def _diff_maps(section: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Difference]:
-    keys = list(a) + [k for k in b if k not in a]
-    return [Difference(section, k, a.get(k), b.get(k)) for k in keys if not _same(a.get(k), b.get(k))]
 
 
-def _same(x: object, y: object) -> bool:
-    # NaN == NaN for the purpose of "did this change"
-    return x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y)
 
 
-def _diff_data(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Difference]:
-    paths_a, paths_b = a.get("paths") or {}, b.get("paths") or {}
-    out = []
-    for path in list(paths_a) + [p for p in paths_b if p not in paths_a]:
-        fa, fb = paths_a.get(path) or {}, paths_b.get(path) or {}
-        ha, hb = fa.get("tree") or fa.get("error"), fb.get("tree") or fb.get("error")
-        if ha != hb:
-            out.append(Difference("data", path, ha, hb))
-    return out
 
 
 # -- reproduce -----------------------------------------------------------------------------------
@@ -149,7 +91,7 @@ def reproduce(tracker: ExperimentTracker, run: Run, *, patch_file: str | None = 
     recorded working directory, else its repository) when it still exists -- the question is
     whether *that* checkout can give the result again -- and otherwise the current directory.
     """
-    from .capture import (
+    from exptrack.capture import (
         FingerprintCache,
         capture_code,
         capture_system,
@@ -159,7 +101,7 @@ def reproduce(tracker: ExperimentTracker, run: Run, *, patch_file: str | None = 
         compare_system,
         fingerprint_data,
     )
-    from .run import without_store
+    from exptrack.live.markers import without_store
 
     report = ReproduceReport(run)
     here = cwd or _where_it_ran(run) or os.getcwd()
@@ -222,8 +164,8 @@ def _where_it_ran(run: Run) -> str | None:
 def _code_steps(tracker: ExperimentTracker, recorded: Mapping[str, Any], current: Mapping[str, Any],
                 patch_file: str | None) -> list[str]:
     """``code_restore_steps`` that also keep a store inside the repository out of the stash."""
-    from .capture import code_restore_steps
-    from .run import store_prefix
+    from exptrack.capture import code_restore_steps
+    from exptrack.live.markers import store_prefix
 
     prefix = store_prefix(current, tracker.store)
     return code_restore_steps(recorded, current, patch_file, keep=[prefix] if prefix is not None else [])
@@ -239,9 +181,6 @@ def _data_steps(data: Mapping[str, Any], path: str, changed: Sequence[str], base
         steps.append(f"dvc checkout {shlex.quote(os.path.join(base, path.rstrip('/')))}")
     return steps
 
-
-def _strings(value: object) -> list[str]:
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _as_list(value: object) -> list[object]:
@@ -285,106 +224,14 @@ def requirements_text(packages: Mapping[str, str]) -> str:
     return "".join(f"{name}=={version}\n" for name, version in sorted(packages.items()))
 
 
-def describe_run(run: Run) -> str:
-    """A readable, sectioned view of one run: what it is, what made it, what it produced."""
-    from .output import format_value
-
-    lines = [f"run        {run.run_id}", f"timestamp  {run.timestamp}", f"status     {run.status}"]
-    if run.tags:
-        lines.append(f"tags       {', '.join(run.tags)}")
-    extra = dict(run.extra)
-    if "duration_s" in extra:
-        lines.append(f"duration   {float(extra.pop('duration_s')):.3f} s")
-    error = extra.pop("error", None)
-    if isinstance(error, Mapping):
-        lines.append(f"error      {error.get('type')}: {error.get('message')}")
-    lines += _block("params", run.params)
-    lines += _block("metrics", run.metrics)
-    history = extra.pop("history", None)
-    if isinstance(history, Mapping) and history:
-        lines.append("history (min @ step / max @ step / last step / points):")
-        width = max(len(k) for k in history)
-        for name, h in history.items():
-            lines.append(f"  {name.ljust(width)}  {format_value(h.get('min'))} @ {h.get('min_step')}"
-                         f" / {format_value(h.get('max'))} @ {h.get('max_step')}"
-                         f" / {h.get('last_step')} / {h.get('count')}")
-    lines += _describe_code(extra.pop("code", None))
-    lines += _describe_data(extra.pop("data", None))
-    lines += _describe_system(extra.pop("system", None))
-    invocation = extra.pop("invocation", None)
-    if isinstance(invocation, Mapping):
-        from .capture import command_line
-
-        lines += ["invocation:", f"  command  {command_line(invocation)}"]
-        if invocation.get("seed") is not None:
-            lines.append(f"  seed     {format_value(invocation.get('seed'))}")
-    artifacts = extra.pop("artifacts", None)
-    if isinstance(artifacts, Mapping) and artifacts:
-        lines.append("artifacts:")
-        width = max(len(k) for k in artifacts)
-        lines += [f"  {k.ljust(width)}  {v.get('size')} bytes  sha256 {str(v.get('sha256'))[:16]}"
-                  for k, v in artifacts.items()]
-    for key, value in extra.items():
-        lines += _block(key, value) if isinstance(value, Mapping) else [f"{key}:", f"  {format_value(value)}"]
-    return "\n".join(lines)
 
 
-def _describe_code(code: object) -> list[str]:
-    from .output import format_value
-
-    lines: list[str] = []
-    if isinstance(code, Mapping):
-        if code.get("commit"):
-            state = "dirty" if code.get("dirty") else "clean"
-            lines += ["code:", f"  commit  {code.get('commit')} ({state})",
-                      f"  branch  {format_value(code.get('branch'))}", f"  remote  {format_value(code.get('remote'))}"]
-            if code.get("untracked"):
-                lines.append(f"  untracked  {', '.join(map(str, code['untracked'][:10]))}")
-        else:
-            lines += ["code:", f"  unknown ({code.get('error')})"]
-    return lines
 
 
-def _describe_data(data: object) -> list[str]:
-
-    lines: list[str] = []
-    if isinstance(data, Mapping):
-        lines.append(f"data (tree {str(data.get('tree', '-'))[:16]}):")
-        for path, entry in (data.get("paths") or {}).items():
-            if not isinstance(entry, Mapping) or "error" in entry:
-                lines.append(f"  {path}  {entry.get('error') if isinstance(entry, Mapping) else entry}")
-                continue
-            what = f"{entry.get('files')} files" if entry.get("type") == "dir" else "file"
-            dvc = f", dvc md5 {entry['dvc'].get('md5')}" if isinstance(entry.get("dvc"), Mapping) else ""
-            lines.append(f"  {path}  sha256 {str(entry.get('sha256') or entry.get('tree'))[:16]}"
-                         f" ({what}, {entry.get('size')} bytes{dvc})")
-    return lines
 
 
-def _describe_system(system: object) -> list[str]:
-
-    lines: list[str] = []
-    if isinstance(system, Mapping):
-        raw_gpu = system.get("gpu")
-        gpu: Mapping[str, Any] = raw_gpu if isinstance(raw_gpu, Mapping) else {}
-        lines += ["system:",
-                  f"  os      {system.get('os')} {system.get('os_release')} ({system.get('machine')})",
-                  f"  python  {system.get('python_version')} {system.get('python_executable')}",
-                  f"  cpu     {system.get('cpu_model')} x{system.get('cpu_count')}",
-                  f"  memory  {system.get('memory_total_bytes')} bytes",
-                  f"  gpu     {gpu.get('name') or gpu.get('error') or '-'}",
-                  f"  host    {system.get('hostname')}"]
-    return lines
 
 
-def _block(title: str, section: Mapping[str, Any]) -> list[str]:
-    from .output import format_value
-
-    lines = [f"{title}:"]
-    if not section:
-        return [*lines, "  (none)"]
-    width = max(len(k) for k in section)
-    return lines + [f"  {key.ljust(width)}  {format_value(value)}" for key, value in section.items()]
 
 
 def format_checks(checks: Sequence[Check]) -> list[str]:

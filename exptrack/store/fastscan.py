@@ -35,37 +35,28 @@ import bisect
 import heapq
 import logging
 import math
-import multiprocessing
 import operator
 import os
-import re
 import sys
-import threading
 import zlib
 from array import array
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from itertools import accumulate, chain, compress, pairwise, repeat
+from itertools import accumulate, chain, compress, repeat
 from typing import Any
 
-from . import codec, scan
-from .query import BLOCK_SHIFT, MetricStats, Part
-from .record import SCHEMA_VERSION, Run
-from .scan import CorruptLine, _parse, _too_long
+from exptrack.store import codec, scan
+from exptrack.store.index.reducers import BLOCK_SHIFT, MetricStats
+from exptrack.store.record import SCHEMA_VERSION, CorruptLine, Run
+from exptrack.store.scan import _parse, _too_long
+from exptrack.store.segment import TOP_K, MetricPart, Segment, id_key
 
 logger = logging.getLogger(__name__)
 
-TOP_K = 100
-"""Entries kept per metric and direction: best / top-k for any k up to this need no scan."""
 
-PARALLEL_MIN_BYTES = 32 << 20
 """Below this a range is read in the calling process: forking and merging cost more than they
 save (a fork plus the transfer of the results is ~10-30 ms)."""
 
 Predicate = Callable[[Run], bool]
-Progress = Callable[[int, int], None]
-"""``progress(bytes_done, bytes_total)``, called from the process that asked for the scan."""
 
 _FIELDS = operator.itemgetter("run_id", "status", "metrics", "schema", "params", "tags", "timestamp")
 """What a fast-path line contributes (all seven are present in every line ``codec.encode`` writes)."""
@@ -80,106 +71,18 @@ _CRC_FORMAT = b',"crc":"%08x"}'
 _CRC_TEMPLATE = _CRC_FORMAT % 0
 _loads: Callable[[bytes], Any] = codec.loads
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-_ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
 
 
-def id_key(run_id: str) -> bytes:
-    """The bytes that stand for ``run_id`` in the index's id columns (one line of the id text):
-    its UTF-8 with backslash and newline escaped, so that keys never contain a newline."""
-    key = run_id.encode("utf-8")
-    if b"\\" in key or b"\n" in key:
-        key = key.replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
-    return key
 
 
-def id_from_key(key: bytes) -> str:
-    """The run id an id key stands for (the inverse of :func:`id_key`)."""
-    if b"\\" not in key:
-        return key.decode("utf-8")
-    return _ESCAPE.sub(lambda m: b"\n" if m[1] == b"n" else m[1], key).decode("utf-8")
 
 
-def id_hash(key: bytes) -> int:
-    """A stable 64-bit hash of an id key: CRC-32 of the key and of the reversed key.
-
-    Stable across processes and versions (``hash()`` is salted per process).  It only narrows
-    candidates: every match is confirmed by comparing the run ids themselves.
-    """
-    return zlib.crc32(key) << 32 | zlib.crc32(key[::-1])
 
 
-@dataclass(slots=True)
-class MetricPart:
-    """One metric's share of a segment: block statistics in log order and its top-K heaps."""
-
-    blocks: list[tuple[int, Part]] = field(default_factory=list)
-    top_max: list[tuple[float, int, str]] = field(default_factory=list)
-    top_min: list[tuple[float, int, str]] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class Segment:
-    """What one read of ``[start, end)`` found; ``merge`` appends the next segment exactly.
-
-    ``corrupt`` line numbers count from 1 at ``start``; the id columns hold one entry per valid
-    run in log order (``ids`` is the keys, each followed by a newline).
-    """
-
-    start: int
-    end: int
-    lines: int = 0
-    unchecked: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
-    corrupt: list[CorruptLine] = field(default_factory=list)
-    metrics: dict[str, MetricPart] = field(default_factory=dict)
-    hashes: array[int] = field(default_factory=lambda: array("Q"))
-    offsets: array[int] = field(default_factory=lambda: array("Q"))
-    ids: bytearray = field(default_factory=bytearray)
-    starts: array[int] = field(default_factory=lambda: array("Q"))
-    """Where each key starts in ``ids``."""
-    sorted_hashes: array[int] = field(default_factory=lambda: array("Q"))
-    """``hashes`` in ascending order: each process sorts its own part, merging is linear."""
-    unmapped: int = 0
-    """Runs counted without id columns (a filtered read needs no id map: memory stays flat)."""
-
-    @property
-    def runs(self) -> int:
-        return len(self.offsets) + self.unmapped
 
 
-    def merge(self, other: Segment) -> None:
-        """Append ``other``, which starts where this segment ends (line numbers are shifted)."""
-        shift = self.lines
-        self.corrupt.extend(
-            CorruptLine(c.line + shift, c.offset, c.length, c.reason) for c in other.corrupt
-        )
-        self.end = other.end
-        self.lines += other.lines
-        self.unchecked += other.unchecked
-        self.unmapped += other.unmapped
-        self.statuses.update(other.statuses)
-        for name, part in other.metrics.items():
-            mine = self.metrics.get(name)
-            if mine is None:
-                self.metrics[name] = part
-                continue
-            mine.blocks.extend(part.blocks)
-            _merge_heap(mine.top_max, part.top_max)
-            _merge_heap(mine.top_min, part.top_min)
-        self.hashes.extend(other.hashes)
-        self.offsets.extend(other.offsets)
-        self.starts.extend(map(operator.add, other.starts, repeat(len(self.ids))))
-        self.ids.extend(other.ids)
-        # two ascending runs: timsort merges them in one linear pass
-        self.sorted_hashes = array("Q", sorted(chain(self.sorted_hashes, other.sorted_hashes)))
-
-
-def _merge_heap(heap: list[tuple[float, int, str]], other: list[tuple[float, int, str]]) -> None:
-    for entry in other:
-        if len(heap) < TOP_K:
-            heapq.heappush(heap, entry)
-        elif entry[:2] > heap[0][:2]:
-            heapq.heapreplace(heap, entry)
 
 
 class _Careful(Exception):
@@ -492,111 +395,11 @@ def scan_range(path: str, start: int, end: int, *, exclude: Mapping[int, str] | 
 # -- parallel ---------------------------------------------------------------------------------------
 
 
-def split_points(path: str, start: int, end: int, parts: int) -> list[int]:
-    """Line starts that cut ``[start, end)`` into about ``parts`` pieces on block boundaries
-    (so no statistics block spans two pieces)."""
-    cuts = [start]
-    with open(path, "rb", buffering=0) as handle:
-        for i in range(1, parts):
-            target = start + (end - start) * i // parts
-            boundary = max(((target >> BLOCK_SHIFT) + 1) << BLOCK_SHIFT, cuts[-1] + 1)
-            cut = _next_line_start(handle.fileno(), boundary, end)
-            if cut < 0 or cut >= end:
-                break
-            cuts.append(cut)
-    cuts.append(end)
-    return cuts
 
 
-def _next_line_start(fd: int, at: int, end: int) -> int:
-    pos = at - 1
-    while pos < end:
-        chunk = os.pread(fd, min(1 << 20, end - pos), pos)
-        if not chunk:
-            return -1
-        nl = chunk.find(b"\n")
-        if nl >= 0:
-            return pos + nl + 1
-        pos += len(chunk)
-    return -1
 
 
-def _start_method() -> str | None:
-    """``fork`` when the process has one thread (a forked child of a threaded parent may inherit
-    a held lock) and may have children; ``None`` means: do not use a child process at all."""
-    # macOS lists fork but system libraries there are not fork-safe; spawn would cost a fresh
-    # interpreter and import per child (~0.1-0.2 s), more than it saves on all but huge logs.
-    if not sys.platform.startswith("linux") or threading.active_count() > 1:
-        return None
-    if multiprocessing.current_process().daemon:
-        return None  # a multiprocessing.Pool worker is daemonic and may not start children
-    return "fork"
 
 
-def _child(conn: Any, progress: Any, path: str, start: int, end: int, exclude: Mapping[int, str],
-           predicate: Predicate | None) -> None:
-    def tick(done: int) -> None:
-        progress.value = done
-
-    try:
-        conn.send(scan_range(path, start, end, exclude=exclude, tick=tick, predicate=predicate))
-    except BaseException as exc:  # surfaces in the parent, which then reads the range itself
-        conn.send(exc)
-    finally:
-        conn.close()
 
 
-def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str] | None = None,
-                  progress: Progress | None = None, workers: int | None = None,
-                  predicate: Predicate | None = None) -> Segment:
-    """Read ``[start, end)`` with up to ``workers`` processes (default: one per core).
-
-    The calling process reads the first piece itself while forked children read the others
-    (a forked child inherits ``predicate``: nothing is pickled on the way in); results merge in
-    log order.  Small ranges, platforms without ``fork`` and threaded callers read in one process.
-    """
-    total = end - start
-    count = workers if workers is not None else (os.cpu_count() or 1)
-    method = _start_method()
-    cuts = split_points(path, start, end, count) if count > 1 and total >= PARALLEL_MIN_BYTES and method else [
-        start, end]
-    exclude = exclude or {}
-    if len(cuts) == 2:
-        return scan_range(path, start, end, exclude=exclude, predicate=predicate,
-                          tick=(lambda done: progress(done, total)) if progress else None)
-    ctx: Any = multiprocessing.get_context(method)
-    children = []
-    counters = []
-    for lo, hi in pairwise(cuts[1:]):
-        counter = ctx.Value("q", 0, lock=False)
-        receive, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_child, args=(send, counter, path, lo, hi, exclude, predicate), daemon=True)
-        child.start()
-        send.close()
-        children.append((child, receive, lo, hi))
-        counters.append(counter)
-
-    def tick(done: int) -> None:
-        if progress is not None:
-            progress(done + sum(c.value for c in counters), total)
-
-    try:
-        merged = scan_range(path, cuts[0], cuts[1], exclude=exclude, tick=tick, predicate=predicate)
-        for _, receive, lo, hi in children:
-            try:
-                result = receive.recv()
-            except EOFError:
-                result = None
-            if not isinstance(result, Segment):
-                logger.warning("parallel read of bytes %d-%d failed (%r); reading them here", lo, hi, result)
-                result = scan_range(path, lo, hi, exclude=exclude, predicate=predicate)
-            merged.merge(result)
-            tick(0)
-    finally:
-        for child, receive, _, _ in children:
-            receive.close()
-            child.join(timeout=5)
-            if child.is_alive():
-                child.kill()
-                child.join()
-    return merged

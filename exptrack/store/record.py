@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import InvalidRecordError, MissingMetricError
+from exptrack.errors import InvalidRecordError, MissingMetricError
 
 SCHEMA_VERSION = 1
 """Version of the line format; a reader skips (and reports) lines from a newer version."""
@@ -321,3 +321,19 @@ def build_run(
         status=status,
         extra=clean_extra,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CorruptLine:
+    """A line that is not a valid run: where it is, how long, and why."""
+
+    line: int
+    offset: int
+    length: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line} (byte {self.offset}, {self.length} bytes): {self.reason}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"line": self.line, "offset": self.offset, "length": self.length, "reason": self.reason}

@@ -34,9 +34,9 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import codec
-from .errors import QueryError
-from .record import Run
+from exptrack.errors import QueryError
+from exptrack.store import codec
+from exptrack.store.record import Run
 
 if TYPE_CHECKING:
     import duckdb
@@ -271,6 +271,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _duckdb() -> Any:
-    from .export import _require
+    from exptrack.query.export import _require
 
     return _require("duckdb", "SQL queries", "sql")

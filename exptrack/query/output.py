@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from .record import Run
+from exptrack.store.record import Run
 
 Format = Literal["table", "csv", "md"]
 MISSING = "-"
@@ -30,7 +30,7 @@ def format_value(value: object) -> str:
             return "Infinity" if value > 0 else "-Infinity"
         return f"{value:.6g}"
     if isinstance(value, (dict, list, tuple)):
-        from .codec import dumps
+        from exptrack.store.codec import dumps
 
         return dumps(value).decode()
     return str(value)

@@ -36,85 +36,39 @@ states.  A store that cannot be written keeps its index in memory for the life o
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import logging
 import mmap
-import operator
 import os
-import sys
-import time
 import zlib
 from array import array
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
-from itertools import chain, compress, islice, repeat
+from itertools import chain
 from typing import Any
 
-from . import codec, fastscan
-from ._fs import fs
-from .codec import MAX_RECORD_BYTES
-from .fastscan import TOP_K, Progress, Segment, id_from_key, id_hash, id_key
-from .query import BLOCK_SHIFT, MetricFold, MetricStats, Mode, TopK
-from .record import Run
-from .scan import CorruptLine, _parse
+from exptrack.store import codec, parallel
+from exptrack.store.fsio import fs
+from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE, IndexStats, StaleIndexError, _why, fingerprint
+from exptrack.store.index.idmap import _COLUMNS, IdColumns, _write_all
+from exptrack.store.index.reducers import BLOCK_SHIFT, MetricFold, MetricStats, Mode, TopK
+from exptrack.store.record import CorruptLine
+from exptrack.store.segment import TOP_K, Progress, Segment
 
 logger = logging.getLogger(__name__)
 
-INDEX_DIR = ".index"
-INDEX_FILE = "index.json"
 FORMAT_VERSION = 1
-_HEAD_BYTES = 64 << 10
-_TAIL_BYTES = 4 << 10
-_SAMPLES = 15
-_SAMPLE_BYTES = 1 << 10
-_COLUMNS = ("hash", "off", "pos", "ids")
-_STALE_GENERATION_SECONDS = 600
-_BISECT_FACTOR = 64
 _RESORT_AFTER = 1 << 16
 """Runs appended since the sorted hash column was written that are checked against a set, not by
 binary search; beyond this (or a quarter of the history) the column is rewritten."""
 
 
-class StaleIndexError(Exception):
-    """The index does not describe the log it sits beside; it must be rebuilt."""
 
 
-@dataclass(frozen=True, slots=True)
-class IndexStats:
-    """What the index holds, for ``tracker.index_stats()`` and ``exptrack`` diagnostics."""
-
-    path: str
-    persistent: bool
-    watermark: int
-    lines: int
-    runs: int
-    corrupt: int
-    metrics: int
-    generation: str
-    rebuilds: int
 
 
-def fingerprint(fd: int, watermark: int) -> str:
-    """CRC-32s of the log's head, of the bytes before ``watermark`` and of samples in between."""
-    if watermark <= 0:
-        return ""
-    read = fs().pread
-    spans = [(0, min(_HEAD_BYTES, watermark)), (max(0, watermark - _TAIL_BYTES), watermark)]
-    crcs = []
-    for start, stop in spans[:2]:
-        data = read(fd, stop - start, start)
-        crcs.append(zlib.crc32(data))
-    if not data.endswith(b"\n"):  # the bytes just before the watermark: a line must end there
-        return "mid-line"
-    for i in range(1, _SAMPLES + 1):
-        start = watermark * i // (_SAMPLES + 1)
-        crcs.append(zlib.crc32(read(fd, min(_SAMPLE_BYTES, watermark - start), start)))
-    return "".join(f"{crc:08x}" for crc in crcs)
 
 
-class LogIndex:
+class LogIndex(IdColumns):
     """The index of one store's log; ``refresh`` brings it up to date, queries read from it.
 
     Args:
@@ -246,50 +200,6 @@ class LogIndex:
             self._reset()
             self.loaded = True
 
-    def _column_path(self, column: str, generation: str | None = None) -> str:
-        return os.path.join(self.dir, f"{generation or self.generation}.{column}")
-
-    def _column(self, column: str) -> mmap.mmap | bytes | bytearray:
-        """The saved part of one id column (memory-mapped; empty when there is none)."""
-        length = self.ids_length if column == "ids" else 8 * (self.sorted_count if column == "sorted" else self.count)
-        if not length:
-            return b""
-        if column in self._memory:
-            return self._memory[column]
-        cached = self._maps.get(column)
-        if cached is not None and len(cached) >= length:
-            return cached
-        name = self._column_path(column) if column != "sorted" else os.path.join(self.dir, self.sorted_name)
-        try:
-            with open(name, "rb") as handle:
-                mapped = mmap.mmap(handle.fileno(), length, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as exc:  # missing, or shorter than the index says
-            raise StaleIndexError(f"id column {column} is unreadable ({exc})") from None
-        self._maps[column] = mapped
-        return mapped
-
-    def verify(self, *columns: str) -> None:
-        """Check the CRC-32 of id columns, once per process: a lookup that finds nothing, or a
-        duplicate check, must not trust a column that was damaged on disk.
-
-        Raises:
-            StaleIndexError: a column's bytes no longer match the CRC saved for them.
-        """
-        for column in columns:
-            if column in self._verified:
-                continue
-            data = self._column(column)
-            length = self.ids_length if column == "ids" else 8 * (
-                self.sorted_count if column == "sorted" else self.count)
-            if zlib.crc32(memoryview(data)[:length]) != self.crcs.get(column, 0):
-                raise StaleIndexError(f"id column {column} is damaged (its checksum does not match)")
-            self._verified.add(column)
-
-    def _words(self, column: str) -> memoryview:
-        data = self._column(column)
-        count = self.sorted_count if column == "sorted" else self.count
-        return memoryview(data)[: 8 * count].cast("Q") if data else memoryview(array("Q"))
-
     def _save(self, segment: Segment | None) -> None:
         """Append ``segment``'s id columns, then install the new ``index.json`` atomically."""
         if not self.persistent:
@@ -313,58 +223,6 @@ class LogIndex:
         self._write_state()
         if replaced:
             self._forget_generation("")
-
-    def _write_columns(self, segment: Segment) -> None:
-        """Append the segment's entries to the id columns (``pwrite`` at the saved lengths)."""
-        io = fs()
-        base = self.ids_length - len(segment.ids)
-        starts = array("Q", map(operator.add, segment.starts, repeat(base))) if base else segment.starts
-        at = 8 * (self.count - segment.runs)
-        columns = {"hash": (segment.hashes.tobytes(), at), "off": (segment.offsets.tobytes(), at),
-                   "pos": (starts.tobytes(), at), "ids": (bytes(segment.ids), base)}
-        for column, (data, position) in columns.items():
-            self.crcs[column] = zlib.crc32(data, self.crcs.get(column, 0) if position else 0)
-            # Only a new generation creates its files: one that vanished (another process rebuilt
-            # the index and deleted it) must not come back as zeros followed by a tail.
-            flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT if not position else 0)
-            try:
-                fd = io.open(self._column_path(column), flags, 0o644)
-            except FileNotFoundError:
-                raise StaleIndexError(f"id column {column} was deleted by another process") from None
-            try:
-                if io.fstat(fd).st_size < position:
-                    raise StaleIndexError(f"id column {column} is shorter than the index says")
-                _pwrite_all(fd, data, position)
-                io.fsync(fd)
-            finally:
-                io.close(fd)
-
-    def _write_sorted(self, ordered: array[int]) -> str:
-        """Install a new sorted hash column; return the name of the one it replaces.
-
-        Written whole under a temporary name, then renamed: a process compacting at the same
-        moment writes the same bytes, and a reader never maps a half-written file.
-        """
-        io = fs()
-        name = f"{self.generation}-{self.count}.sorted"
-        partial = os.path.join(self.dir, f"{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-        fd = io.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            try:
-                _pwrite_all(fd, ordered.tobytes(), 0)
-                io.fsync(fd)
-            finally:
-                io.close(fd)
-            io.replace(partial, os.path.join(self.dir, name))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                io.unlink(partial)
-            raise
-        replaced, self.sorted_name, self.sorted_count = self.sorted_name, name, self.count
-        self.crcs["sorted"] = zlib.crc32(ordered)
-        self._verified.discard("sorted")
-        self._new_sorted = None
-        return replaced
 
     def _write_state(self) -> None:
         io = fs()
@@ -402,56 +260,6 @@ class LogIndex:
         if len(self._memory["hash"]) != 8 * old or len(self._memory["ids"]) != old_length:
             raise StaleIndexError("the saved id columns are incomplete")  # the caller rebuilds in memory
         self._remember(segment)
-
-    def _column_prefix(self, column: str, count: int, length: int) -> bytes | mmap.mmap | bytearray:
-        saved_count, saved_length = self.count, self.ids_length
-        self.count, self.ids_length = count, length
-        try:
-            data = self._column(column)
-            return data[: length if column == "ids" else 8 * count]
-        finally:
-            self.count, self.ids_length = saved_count, saved_length
-
-    def _remember(self, segment: Segment | None) -> None:
-        if not self._memory:
-            self._memory = {column: bytearray() for column in (*_COLUMNS, "sorted")}
-        if segment is None or not segment.runs:
-            return
-        memory = self._memory
-        base = len(memory["ids"])
-        starts = array("Q", map(operator.add, segment.starts, repeat(base)))
-        memory["hash"] += segment.hashes.tobytes()
-        memory["off"] += segment.offsets.tobytes()
-        memory["pos"] += starts.tobytes()
-        memory["ids"] += segment.ids
-        for column in _COLUMNS:
-            self.crcs[column] = zlib.crc32(memory[column])
-        if self._new_sorted is not None:
-            memory["sorted"] = bytearray(self._new_sorted.tobytes())
-            self.crcs["sorted"] = zlib.crc32(memory["sorted"])
-            self.sorted_name, self.sorted_count = "memory", self.count
-            self._new_sorted = None
-
-    def _forget_generation(self, generation: str) -> None:
-        """Delete the column files of ``generation`` and of generations abandoned long ago."""
-        now = time.time()
-        try:
-            names = os.listdir(self.dir)
-        except OSError:
-            return
-        for name in names:
-            stem, _, column = name.partition(".")
-            owner = stem.partition("-")[0]
-            if column.endswith(".tmp"):  # left by a process that died while writing it
-                owner, column = "", "sorted"
-            if column not in (*_COLUMNS, "sorted") or stem == self.generation or name == self.sorted_name:
-                continue
-            path = os.path.join(self.dir, name)
-            with contextlib.suppress(OSError):
-                # a sorted column replaced by a newer one may still be opened by a reader that
-                # loaded the previous index.json: it goes only once it is old
-                if owner == generation or now - os.stat(path).st_mtime > _STALE_GENERATION_SECONDS:
-                    fs().unlink(path)
 
     # -- refresh ---------------------------------------------------------------------------------
 
@@ -504,12 +312,12 @@ class LogIndex:
         if size <= self.watermark:
             return []
         start = self.watermark
-        segment = fastscan.scan_parallel(self.log_path, start, size, progress=progress)
+        segment = parallel.scan_parallel(self.log_path, start, size, progress=progress)
         if segment.end == start:
             return []
         exclude = self._duplicates(fd, segment)
         if exclude:
-            segment = fastscan.scan_parallel(self.log_path, start, segment.end, exclude=exclude, progress=progress)
+            segment = parallel.scan_parallel(self.log_path, start, segment.end, exclude=exclude, progress=progress)
         new_corrupt = self._fold(segment)
         self._fingerprint = fingerprint(fd, self.watermark)
         self._save(segment)
@@ -558,57 +366,6 @@ class LogIndex:
         self.ids_length += len(segment.ids)
         return new_corrupt
 
-    def _duplicates(self, fd: int, segment: Segment) -> dict[int, str]:
-        """Offsets of new lines whose run id an earlier valid line already has ("first wins").
-
-        Hashes only nominate suspects; ids are compared before anything is excluded.
-        """
-        new = segment.hashes
-        if not new:
-            return {}
-        ordered = segment.sorted_hashes
-        suspects = set(compress(ordered, map(operator.eq, ordered, islice(ordered, 1, None))))
-        if self.count:
-            self.verify("hash", "sorted")
-        prior = self._words("hash")
-        if len(prior):
-            known = self._words("sorted")
-            delta = prior[self.sorted_count :]
-            if len(new) * _BISECT_FACTOR < len(known):  # a few new runs: binary searches, not a pass
-                for value in set(new):
-                    at = bisect.bisect_left(known, value)
-                    if at < len(known) and known[at] == value:
-                        suspects.add(value)
-            else:
-                suspects.update(set(new).intersection(known))
-            if len(delta):
-                suspects.update(set(delta).intersection(new))
-        if not suspects:
-            return {}
-        places: dict[str, list[int]] = {}
-        positions = self._words("pos")
-        ids = self._column("ids")
-        offsets = self._words("off")
-        for i, value in enumerate(prior):
-            if value in suspects:
-                start = positions[i]
-                key = bytes(ids[start : ids.find(b"\n", start)])
-                places.setdefault(id_from_key(key), []).append(offsets[i])
-        keys = bytes(segment.ids).split(b"\n")
-        for i, value in enumerate(new):
-            if value in suspects:
-                places.setdefault(id_from_key(keys[i]), []).append(segment.offsets[i])
-        firsts = {run_id: min(found) for run_id, found in places.items() if len(found) > 1}
-        if not firsts:
-            return {}
-        numbers = _line_numbers(fd, sorted(set(firsts.values())))
-        return {
-            offset: f"duplicate run_id {run_id} (first at line {numbers[first]})"
-            for run_id, first in firsts.items()
-            for offset in places[run_id]
-            if offset != first
-        }
-
     # -- answers ---------------------------------------------------------------------------------
 
     def top(self, metric: str, mode: Mode, k: int) -> list[tuple[float, int, str]] | None:
@@ -623,104 +380,12 @@ class LogIndex:
     def metric_stats(self) -> dict[str, MetricStats]:
         return {name: fold.stats() for name, fold in self.folds.items()}
 
-    def offsets_of(self, run_id: str) -> Iterator[int]:
-        """Offsets of the runs whose id hashes like ``run_id`` (the caller compares ids)."""
-        needle = id_hash(id_key(run_id)).to_bytes(8, sys.byteorder)
-        hashes = self._column("hash")
-        if not hashes:
-            return
-        offsets = self._words("off")
-        at = hashes.find(needle)
-        while at >= 0:
-            if at % 8 == 0:
-                yield offsets[at // 8]
-            at = hashes.find(needle, at + 1)
-
-    def prefix_offsets(self, prefix: str, limit: int) -> list[int]:
-        """Offsets of up to ``limit`` runs whose id starts with ``prefix``, in log order."""
-        ids = self._column("ids")
-        if not ids:
-            return []
-        key = id_key(prefix)
-        positions = self._words("pos")
-        offsets = self._words("off")
-        found: list[int] = []
-        if ids[: len(key)] == key:
-            found.append(offsets[0])
-        at = ids.find(b"\n" + key)
-        while at >= 0 and len(found) < limit and at + 1 < len(ids):
-            index = bisect.bisect_left(positions, at + 1)
-            if index < self.count and positions[index] == at + 1:
-                found.append(offsets[index])
-            at = ids.find(b"\n" + key, at + 1)
-        return found
 
 
-def read_run_at(path: str, offset: int) -> Run:
-    """Decode the run whose line starts at ``offset`` (one ``pread`` for an ordinary line).
-
-    Raises:
-        StaleIndexError: there is no valid run there (the index does not match the log).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise StaleIndexError(f"cannot read {path}: {exc}") from None
-    try:
-        data = b""
-        while len(data) <= MAX_RECORD_BYTES:
-            try:
-                chunk = os.pread(fd, 64 << 10 if not data else len(data), offset + len(data))
-            except (OSError, OverflowError) as exc:  # an offset no log can have: a damaged id map
-                raise StaleIndexError(f"cannot read a line at byte {offset}: {exc}") from None
-            if not chunk:
-                break
-            end = chunk.find(b"\n")
-            if end >= 0:
-                data += chunk[:end]
-                item = _parse(memoryview(data), offset, 0)
-                if type(item) is tuple:
-                    return item[0]
-                raise StaleIndexError(f"the line at byte {offset} is not a run: {item.reason}")  # type: ignore[union-attr]
-            data += chunk
-    finally:
-        os.close(fd)
-    raise StaleIndexError(f"no complete line at byte {offset}")
 
 
-def _why(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, StaleIndexError) else f"unreadable index ({type(exc).__name__}: {exc})"
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = fs().write(fd, view)
-        if written <= 0:
-            raise OSError(5, "write returned no progress")
-        view = view[written:]
 
 
-def _pwrite_all(fd: int, data: bytes, at: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = fs().pwrite(fd, bytes(view), at)
-        if written <= 0:
-            raise OSError(5, "write returned no progress")
-        view = view[written:]
-        at += written
 
-
-def _line_numbers(fd: int, offsets: list[int]) -> dict[int, int]:
-    """1-based line numbers of the lines starting at ``offsets`` (sorted), by counting newlines."""
-    numbers: dict[int, int] = {}
-    pos = count = 0
-    for offset in offsets:
-        while pos < offset:
-            chunk = os.pread(fd, min(1 << 22, offset - pos), pos)
-            if not chunk:
-                break
-            count += chunk.count(b"\n")
-            pos += len(chunk)
-        numbers[offset] = count + 1
-    return numbers

@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 
-from .errors import InvalidRecordError
-from .record import SCHEMA_VERSION, Run
+from exptrack.errors import InvalidRecordError
+from exptrack.store.record import SCHEMA_VERSION, Run
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """Largest line (including ``\\n``) written or read: 16 MiB.  Bigger payloads are artifacts."""

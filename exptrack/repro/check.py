@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import codec
-from .artifacts import ArtifactStore
-from .errors import ExptrackError
-from .index import INDEX_DIR, INDEX_FILE
-from .query import Summary, TopK
-from .record import Run
-from .scan import CorruptLine, LogScan, line_length
-from .tracker import RUNS_FILE, ExperimentTracker
+from exptrack.errors import ExptrackError
+from exptrack.live.artifacts import ArtifactStore
+from exptrack.query.ranking import Summary
+from exptrack.store import RUNS_FILE, codec
+from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE
+from exptrack.store.index.reducers import TopK
+from exptrack.store.record import CorruptLine, Run
+from exptrack.store.scan import LogScan, line_length
+from exptrack.tracker import ExperimentTracker
 
 ProblemKind = Literal["log", "artifact", "index"]
 _SHA256_LEN = 64

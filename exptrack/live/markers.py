@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import codec
-from ._fs import fs
+from exptrack.store import codec
+from exptrack.store.fsio import fs
 
 
 def write_whole(path: Path, data: bytes) -> None:
@@ -27,7 +27,7 @@ def write_whole(path: Path, data: bytes) -> None:
     try:
         fd = fs().open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            from .journal import io_write_all
+            from exptrack.store.journal import io_write_all
 
             io_write_all(fd, data)
         finally:
@@ -102,3 +102,34 @@ def recovered_extra(store: Path, marker: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(artifacts, Mapping) and artifacts:
         extra["artifacts"] = dict(artifacts)
     return extra
+
+
+def without_store(info: dict[str, object], store: Path) -> dict[str, object]:
+    """A code state without the store's own files among the untracked ones.
+
+    A store kept inside the repository (the default ``experiments/`` in the project) would
+    otherwise make every run look dirty -- its marker is written before capture -- and no run
+    could ever be reproduced to a match.
+    """
+    untracked = info.get("untracked")
+    prefix = store_prefix(info, store)
+    if prefix is None or not isinstance(untracked, list) or not untracked:
+        return info
+    kept = [p for p in untracked if not (isinstance(p, str) and (p + "/").startswith(prefix))]
+    if len(kept) == len(untracked):
+        return info
+    return {**info, "untracked": kept, "dirty": bool(info.get("patch_sha256")) or bool(kept)}
+
+
+def store_prefix(info: Mapping[str, object], store: Path) -> str | None:
+    """``"experiments/"``: the store's path inside the code state's repository, or ``None``."""
+    root = info.get("repo_root")
+    if not isinstance(root, str):
+        return None
+    try:
+        rel = os.path.relpath(os.path.realpath(store), os.path.realpath(root))
+    except ValueError:  # another drive on Windows
+        return None
+    if rel in (os.curdir, os.pardir) or rel.startswith(os.pardir + os.sep):
+        return None
+    return rel.replace(os.sep, "/") + "/"

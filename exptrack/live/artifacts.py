@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exptrack._fs import fs
 from exptrack.errors import ArtifactIntegrityError, InvalidRecordError, StorageError
+from exptrack.store.fsio import fs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator

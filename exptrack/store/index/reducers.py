@@ -1,4 +1,4 @@
-"""Mergeable reducers and the best / top-k / summary answers over any stream of runs.
+"""Mergeable reducers of metric values: exact block statistics and bounded top-k heaps.
 
 Every reducer obeys ``merge(reduce(a), reduce(b)) == reduce(a + b)``: that law is what lets the
 index fold in only the runs appended since its watermark and still answer exactly what a full
@@ -11,51 +11,12 @@ from __future__ import annotations
 import heapq
 import math
 import operator
-import re
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, Literal
 
-from .errors import QueryError
-from .record import Run
-
 Mode = Literal["max", "min"]
-
-_MAX_WORDS = frozenset({"accuracy", "acc", "f1", "auc", "roc", "auroc", "precision", "recall", "r2",
-                        "map", "ndcg", "iou", "dice", "bleu", "rouge"})
-_MIN_WORDS = frozenset({"loss", "error", "err", "rmse", "mse", "mae", "mape", "perplexity", "wer", "cer"})
-# Qualifiers that make a name a statistic *about* a metric, not the metric: `accuracy_std`,
-# `loss_time` have no obvious better direction.
-_NEUTRAL_WORDS = frozenset({"std", "sd", "stddev", "var", "variance", "sem", "time", "seconds", "secs", "sec",
-                            "duration", "count", "n", "size", "step", "steps", "epoch", "lr"})
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def infer_mode(metric: str) -> Mode | None:
-    """``"max"`` / ``"min"`` for well-known metric names (``val_accuracy``, ``test-rmse``), else None."""
-    words = set(_WORD.findall(metric.lower()))
-    words |= {w.rstrip("0123456789") for w in words}  # f1 stays f1 (matched first), top5 → top
-    is_max, is_min = bool(words & _MAX_WORDS), bool(words & _MIN_WORDS)
-    if is_max == is_min or words & _NEUTRAL_WORDS:
-        return None
-    return "max" if is_max else "min"
-
-
-def resolve_mode(metric: str, mode: str | None) -> Mode:
-    """The explicit mode, or the inferred one, or a clear error asking for it."""
-    if mode is None:
-        inferred = infer_mode(metric)
-        if inferred is None:
-            raise QueryError(
-                f"cannot tell whether a higher or lower {metric!r} is better; "
-                "pass mode='max' or mode='min' (CLI: --max or --min)"
-            )
-        return inferred
-    if mode not in ("max", "min"):
-        raise QueryError(f"mode must be 'max' or 'min', not {mode!r}")
-    return mode  # type: ignore[return-value]
 
 
 BLOCK_SHIFT = 18
@@ -66,6 +27,7 @@ an index refreshed after every append) could differ in its last bits.  Fixing th
 byte positions of the log makes every reader compute exactly the same numbers: a block is
 reduced from its raw values with order-independent ``math.fsum``, and blocks are folded left to
 right with Chan's merge.  A reader keeps the raw values of a block that may still grow."""
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1  # top-k keys outside this range are stored as text
 
 
 @dataclass(slots=True)
@@ -229,9 +191,6 @@ class MetricFold:
         return cls(MetricStats.from_state(state["done"]), int(state["block"]), list(values))
 
 
-_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
-
-
 @dataclass(slots=True)
 class TopK:
     """The k best (value, sequence) pairs of one metric in one direction.
@@ -286,96 +245,3 @@ class TopK:
         return cls(k, mode, heap)
 
 
-@dataclass(slots=True)
-class Summary:
-    """Run counts per status and per-metric statistics (see :class:`MetricFold`)."""
-
-    total: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
-    metrics: dict[str, MetricFold] = field(default_factory=dict)
-
-    def add(self, run: Run, position: int = -1) -> None:
-        """Count ``run``; ``position`` stands in for the offset of a run that was never written."""
-        self.total += 1
-        self.statuses[run.status] += 1
-        block = (run.offset if run.offset >= 0 else max(position, 0)) >> BLOCK_SHIFT
-        folds = self.metrics
-        for name, value in run.metrics.items():
-            fold = folds.get(name)
-            if fold is None:
-                fold = folds[name] = MetricFold()
-            fold.add(value, block)
-
-
-def top_runs(runs: Iterable[Run], metric: str, k: int, mode: Mode) -> list[Run]:
-    """The ``k`` best runs by ``metric``; runs without a finite value are skipped."""
-    if k < 1:
-        return []
-    top = TopK(k, mode)
-    by_id: dict[str, Run] = {}
-    for seq, run in enumerate(runs):
-        value = run.metrics.get(metric)
-        if value is None or type(value) is bool:
-            continue
-        position = run.offset if run.offset >= 0 else seq
-        if top.heap and len(top.heap) >= k and top._key(value, position) <= top.heap[0][:2]:
-            continue
-        top.add(float(value), position, run.run_id)
-        by_id[run.run_id] = run
-        if len(by_id) > 4 * k + 64:  # forget runs that fell out of the heap
-            keep = {entry[2] for entry in top.heap}
-            by_id = {rid: r for rid, r in by_id.items() if rid in keep}
-    return [by_id[run_id] for _, _, run_id in top.ranked()]
-
-
-Best = Mapping[str, tuple[Mode, str, float]]
-"""Per metric: (mode, run_id, value) of the best run, for metrics whose direction is known."""
-
-
-def summarize(runs: Iterable[Run]) -> tuple[Summary, dict[str, tuple[Mode, str, float]]]:
-    """Fold a stream of runs into a :class:`Summary` plus the best run of every metric whose
-    direction can be inferred from its name."""
-    summary = Summary()
-    modes: dict[str, Mode | None] = {}
-    tops: dict[str, TopK] = {}
-    for seq, run in enumerate(runs):
-        summary.add(run, seq)
-        position = run.offset if run.offset >= 0 else seq
-        for name, value in run.metrics.items():
-            top = tops.get(name)
-            if top is None:
-                mode = modes[name] = modes[name] if name in modes else infer_mode(name)
-                if mode is None:
-                    continue
-                top = tops[name] = TopK(1, mode)
-            top.add(value, position, run.run_id)
-    best: dict[str, tuple[Mode, str, float]] = {}
-    for name, top in tops.items():
-        if top.heap:
-            value, _, run_id = top.ranked()[0]
-            best[name] = (top.mode, run_id, value)
-    return summary, best
-
-
-def summary_dict(
-    total: int,
-    statuses: Mapping[str, int],
-    stats: Mapping[str, MetricStats],
-    best: Best,
-    corrupt: int,
-) -> dict[str, object]:
-    """The public shape of a summary (what ``--json`` prints)."""
-    metrics: dict[str, object] = {}
-    for name in sorted(stats):
-        entry = stats[name].to_dict()
-        chosen = best.get(name)
-        entry["mode"] = chosen[0] if chosen else None
-        entry["best_run_id"] = chosen[1] if chosen else None
-        entry["best_value"] = chosen[2] if chosen else None
-        metrics[name] = entry
-    return {
-        "total_runs": total,
-        "corrupt_lines": corrupt,
-        "statuses": dict(sorted((k, v) for k, v in statuses.items() if v)),
-        "metrics": metrics,
-    }

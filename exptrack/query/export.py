@@ -21,9 +21,9 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from . import codec
-from .errors import ExptrackError
-from .record import Run
+from exptrack.errors import ExptrackError
+from exptrack.store import codec
+from exptrack.store.record import Run
 
 if TYPE_CHECKING:
     import pandas as pd

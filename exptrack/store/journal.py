@@ -25,8 +25,8 @@ import socket
 import time
 from collections.abc import Sequence
 
-from ._fs import fs
-from .errors import LockTimeoutError, StorageError
+from exptrack.errors import LockTimeoutError, StorageError
+from exptrack.store.fsio import fs
 
 logger = logging.getLogger(__name__)
 

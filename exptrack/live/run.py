@@ -15,27 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import operator
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from . import codec
-from ._fs import fs
-from ._markers import capture_file, process_token, write_whole
-from .artifacts import BlobRef
-from .errors import InvalidRecordError, StorageError
-from .record import Run, new_run_id, normalize_metrics, normalize_tags, normalize_value, utc_timestamp
-
-if TYPE_CHECKING:
-    from .tracker import ExperimentTracker
+from exptrack.errors import InvalidRecordError, StorageError
+from exptrack.live.artifacts import ArtifactStore, BlobRef
+from exptrack.live.history import MetricHistory
+from exptrack.live.markers import capture_file, process_token, without_store, write_whole
+from exptrack.store import codec
+from exptrack.store.fsio import fs
+from exptrack.store.record import Run, new_run_id, normalize_metrics, normalize_tags, normalize_value, utc_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -46,45 +43,28 @@ class RunKilledError(KeyboardInterrupt):
     """Raised inside a run's block when the process receives SIGTERM, so the run ends as killed."""
 
 
-class MetricHistory:
-    """Last / min / max (with their steps) and count of one metric's steps: enough to rank runs
-    by the best value of their history without reading the history file."""
 
-    __slots__ = ("count", "last", "last_step", "max", "max_step", "min", "min_step", "nonfinite")
 
-    def __init__(self) -> None:
-        self.count = 0
-        self.nonfinite = 0
-        self.last: float = math.nan
-        self.last_step: int | None = None
-        self.min: float | None = None
-        self.min_step: int | None = None
-        self.max: float | None = None
-        self.max_step: int | None = None
+class RunHost(Protocol):
+    """What a live run needs from the store that owns it (``ExperimentTracker`` provides it).
 
-    def add(self, value: float, step: int) -> None:
-        self.count += 1
-        self.last, self.last_step = value, step
-        if not math.isfinite(value):
-            self.nonfinite += 1
-            return
-        if self.min is None or value < self.min:
-            self.min, self.min_step = value, step
-        if self.max is None or value > self.max:
-            self.max, self.max_step = value, step
+    A protocol rather than the tracker class, so the live layer sits below the facade and the two
+    modules do not import each other.
+    """
 
-    def to_dict(self) -> dict[str, object]:
-        # A non-finite last value stays in the run's ``metrics``; ``extra`` only holds finite numbers.
-        return {
-            "count": self.count,
-            "last": self.last if math.isfinite(self.last) else None,
-            "last_step": self.last_step,
-            "min": self.min,
-            "min_step": self.min_step,
-            "max": self.max,
-            "max_step": self.max_step,
-            "nonfinite": self.nonfinite,
-        }
+    store: Path
+    required_metrics: tuple[str, ...]
+    _log_extra: dict[str, str]
+
+    @property
+    def durable(self) -> bool: ...
+
+    @property
+    def artifact_store(self) -> ArtifactStore: ...
+
+    def _append_run(self, **fields: Any) -> Run: ...
+
+    def _store_packages(self, packages: Mapping[str, str]) -> str: ...
 
 
 class ActiveRun:
@@ -92,7 +72,7 @@ class ActiveRun:
 
     def __init__(
         self,
-        tracker: ExperimentTracker,
+        tracker: RunHost,
         *,
         params: Mapping[str, object] | None,
         tags: Sequence[str] | Mapping[str, object] | None,
@@ -260,7 +240,7 @@ class ActiveRun:
 
     def _capture(self) -> None:
         """Record code, data, system and invocation; each part fails softly into an ``error``."""
-        from . import capture
+        from exptrack import capture
 
         parts = self._parts
         if "invocation" in parts:
@@ -276,7 +256,7 @@ class ActiveRun:
                 self._data, cache=capture.FingerprintCache(self.tracker.store / ".cache" / "fingerprints.json")))
 
     def _capture_code(self) -> dict[str, object]:
-        from .capture import capture_code
+        from exptrack.capture import capture_code
 
         state = capture_code()
         info = without_store(dict(state.info), self.tracker.store)
@@ -285,7 +265,7 @@ class ActiveRun:
         return info
 
     def _capture_system(self) -> dict[str, object]:
-        from .capture import capture_system
+        from exptrack.capture import capture_system
 
         system = capture_system(packages="packages" in self._parts)
         info = dict(system.info)
@@ -304,7 +284,7 @@ class ActiveRun:
                         self._history_fd = fs().open(
                             str(self._history_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
                         )
-            from .journal import io_write_all
+            from exptrack.store.journal import io_write_all
 
             io_write_all(self._history_fd, line)
         except OSError as exc:
@@ -392,35 +372,8 @@ def _artifact_name(label: str) -> str:
     return label
 
 
-def without_store(info: dict[str, object], store: Path) -> dict[str, object]:
-    """A code state without the store's own files among the untracked ones.
-
-    A store kept inside the repository (the default ``experiments/`` in the project) would
-    otherwise make every run look dirty -- its marker is written before capture -- and no run
-    could ever be reproduced to a match.
-    """
-    untracked = info.get("untracked")
-    prefix = store_prefix(info, store)
-    if prefix is None or not isinstance(untracked, list) or not untracked:
-        return info
-    kept = [p for p in untracked if not (isinstance(p, str) and (p + "/").startswith(prefix))]
-    if len(kept) == len(untracked):
-        return info
-    return {**info, "untracked": kept, "dirty": bool(info.get("patch_sha256")) or bool(kept)}
 
 
-def store_prefix(info: Mapping[str, object], store: Path) -> str | None:
-    """``"experiments/"``: the store's path inside the code state's repository, or ``None``."""
-    root = info.get("repo_root")
-    if not isinstance(root, str):
-        return None
-    try:
-        rel = os.path.relpath(os.path.realpath(store), os.path.realpath(root))
-    except ValueError:  # another drive on Windows
-        return None
-    if rel in (os.curdir, os.pardir) or rel.startswith(os.pardir + os.sep):
-        return None
-    return rel.replace(os.sep, "/") + "/"
 
 
 def _softly(func: Any) -> dict[str, object]:
@@ -432,19 +385,4 @@ def _softly(func: Any) -> dict[str, object]:
     return result
 
 
-def read_history(path: Path) -> Iterator[dict[str, Any]]:
-    """Points of one run's history file; a torn last line (crash mid-write) is skipped."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return
-    for line in data.split(b"\n"):
-        if line:
-            try:
-                point = codec.loads(line)
-            except ValueError:
-                continue
-            if isinstance(point.get("value"), str):
-                point["value"] = float(point["value"])
-            yield point
 

@@ -1,0 +1,1 @@
+"""The query engine: the filter language, ranking and summaries, table rendering and export."""

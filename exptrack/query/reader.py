@@ -1,0 +1,402 @@
+"""Reading a store: runs, lookups and best / top / summary, through the index where it can, the log where it must."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from exptrack.errors import (
+    CorruptStoreError,
+    InvalidRecordError,
+    NoRunsError,
+    RunNotFoundError,
+    StorageError,
+    UnknownMetricError,
+)
+from exptrack.query.directions import infer_mode, resolve_mode
+from exptrack.query.ranking import summarize, summary_dict, top_runs
+from exptrack.store import RUNS_FILE
+from exptrack.store.index.identity import IndexStats, StaleIndexError
+from exptrack.store.index.reducers import Mode
+from exptrack.store.record import CorruptLine, Run
+from exptrack.store.segment import TOP_K
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from exptrack.query.sql import Rows
+    from exptrack.store.index.log_index import LogIndex
+    from exptrack.store.scan import LogScan
+
+logger = logging.getLogger(__name__)
+
+
+Where = str | Callable[[Mapping[str, Any]], bool] | None
+
+
+def _compile(where: Where) -> Callable[[Mapping[str, Any]], bool] | None:
+    if where is None or callable(where):
+        return where
+    from exptrack.query.where import compile_where
+
+    return compile_where(where)
+
+
+def _only_match(run_id: str, matches: Sequence[Run]) -> Run:
+    """The one run a prefix names, or the error that says none or several do."""
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        ids = ", ".join(r.run_id for r in matches[:5])
+        raise RunNotFoundError(run_id, f"run id prefix {run_id!r} is ambiguous: {ids}")
+    raise RunNotFoundError(run_id)
+
+
+# The index and the parallel scanner pull in multiprocessing, mmap and the fast reader: they are
+# imported on the first query, so `import exptrack` and `exptrack log` stay cheap.
+def _log_index() -> type[LogIndex]:
+    from exptrack.store.index.log_index import LogIndex
+
+    return LogIndex
+
+
+def _parallel() -> ModuleType:
+    from exptrack.store import parallel
+
+    return parallel
+
+
+def _read_run_at(path: str, offset: int) -> Run:
+    from exptrack.store.index.idmap import read_run_at
+
+    return read_run_at(path, offset)
+
+
+class StoreReader:
+    """The read side of a store: every query, answered from the index when it is usable and from the log otherwise.
+
+    Reading never takes the writers' lock and never writes the log; the only files it may write are
+    the disposable index under ``.index/`` and the store's ``log.txt``.  ``ExperimentTracker`` adds the
+    write side (appends, live runs, artifacts) on top."""
+
+    def __init__(self, path: str | os.PathLike[str] = "experiments", *, strict: bool = False) -> None:
+        self.store = Path(path)
+        self.runs_path = self.store / RUNS_FILE
+        self.strict = strict
+        self._log_extra = {"store": os.path.abspath(self.store)}
+        self._reported: set[int] = set()
+        self.last_corrupt: list[CorruptLine] = []
+        self._index: LogIndex | None = None
+        self.last_unchecked = 0  # valid runs without a checksum seen by the last complete scan
+
+    def scan(self, *, final: bool | None = None) -> Iterator[Run | CorruptLine]:
+        """Every line of the log as a run or a ``CorruptLine``, duplicates reported (first wins).
+
+        ``final`` decides whether an unterminated last line is reported as torn (True) or left
+        pending (False); by default it is torn only when no writer holds the lock.
+        """
+        index = self._indexed()
+        if index is None:
+            yield from self._scan_without_index(final)
+            return
+        # The index already knows which lines repeat an earlier run id: the scan needs no set of
+        # every id (memory stays constant), and it reads the same snapshot the index describes.
+        duplicates = {c.offset: c for c in index.corrupt if c.reason.startswith("duplicate run_id")}
+        from exptrack.store.scan import LogScan
+
+        scan = LogScan(str(self.runs_path), end=index.size_seen)
+        for item in scan:
+            if duplicates and type(item) is Run and item.offset in duplicates:
+                yield duplicates[item.offset]
+            else:
+                yield item
+        self.last_unchecked = index.unchecked
+        if scan.pending and (final if final is not None else self._tail_is_stable(scan)):
+            yield CorruptLine(scan.lines + 1, scan.end_offset, scan.pending, "torn tail (unterminated last line)")
+
+    def _scan_without_index(self, final: bool | None) -> Iterator[Run | CorruptLine]:
+        """The reader of last resort (the index failed): duplicates found with a set of ids."""
+        from exptrack.store.scan import LogScan, line_length
+
+        scan = LogScan(str(self.runs_path))
+        seen: dict[str, int] = {}
+        for item in scan:
+            if type(item) is Run:
+                first = seen.setdefault(item.run_id, scan.lines)
+                if first == scan.lines:
+                    yield item
+                    continue
+                yield CorruptLine(
+                    scan.lines,
+                    item.offset,
+                    line_length(scan.path, item.offset),
+                    f"duplicate run_id {item.run_id} (first at line {first})",
+                )
+                continue
+            yield item
+        self.last_unchecked = scan.unchecked
+        if scan.pending and (final if final is not None else self._tail_is_stable(scan)):
+            yield CorruptLine(scan.lines + 1, scan.end_offset, scan.pending, "torn tail (unterminated last line)")
+
+    def runs(self, *, where: Where = None) -> Iterator[Run]:
+        """Valid runs in log order; corrupt lines are skipped, logged and kept in ``last_corrupt``."""
+        predicate = _compile(where)
+        corrupt: list[CorruptLine] = []
+        self.last_corrupt = corrupt
+        for item in self.scan():
+            if type(item) is Run:
+                if predicate is None or predicate(item):
+                    yield item
+            else:
+                self._report(item)  # type: ignore[arg-type]
+                corrupt.append(item)  # type: ignore[arg-type]
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with this id, or the only run whose id starts with it.
+
+        Raises:
+            RunNotFoundError: no run matches, or a prefix matches several.
+        """
+        if not run_id:
+            raise RunNotFoundError(run_id, "an empty run id matches nothing")
+        index = self._indexed()
+        if index is not None:
+            try:
+                return self._get_indexed(index, run_id)
+            except StaleIndexError as exc:
+                self._index_failed(exc)
+        matches: list[Run] = []
+        for run in self.runs():
+            if run.run_id == run_id:
+                return run
+            if run.run_id.startswith(run_id):
+                matches.append(run)
+        return _only_match(run_id, matches)
+
+    def best_run(self, metric: str, mode: str | None = None, *, where: Where = None) -> Run:
+        """The run with the best finite value of ``metric`` (earliest run wins a tie).
+
+        Raises:
+            QueryError: ``mode`` is neither given nor inferable from the metric's name.
+            NoRunsError / UnknownMetricError (both ``LookupError``): nothing to rank.
+        """
+        return self.top_runs(metric, 1, mode=mode, where=where)[0]
+
+    def top_runs(self, metric: str, k: int = 10, *, mode: str | None = None, where: Where = None) -> list[Run]:
+        """The ``k`` best runs by ``metric``, best first; see :meth:`best_run`."""
+        chosen = resolve_mode(metric, mode)
+        if k < 1:
+            raise InvalidRecordError(f"k must be at least 1, not {k}", "k")
+        if where is not None and k <= TOP_K:
+            index = self._filtered(where)  # the filtered runs' own index: one parallel scan
+        elif where is None:
+            index = self._indexed()
+        else:
+            index = None
+        if index is not None:
+            entries = index.top(metric, chosen, k)
+            if entries is not None:
+                try:
+                    ranked = [self._read_indexed(offset, run_id) for _, offset, run_id in entries]
+                except StaleIndexError as exc:
+                    self._index_failed(exc)
+                else:
+                    if not ranked:
+                        if not index.runs:
+                            raise NoRunsError(f"no runs{' matching the filter' if where else ''} in {self.store}")
+                        raise UnknownMetricError(metric, sorted(index.folds))
+                    return ranked
+        result = top_runs(self.runs(where=where), metric, k, chosen)
+        if not result:
+            self._raise_nothing_to_rank(metric, where)
+        return result
+
+    def summary(self, *, where: Where = None) -> dict[str, Any]:
+        """Total runs, corrupt lines, runs per status and per-metric count/min/max/mean/std/best."""
+        full = self._indexed()
+        index = full if where is None else self._filtered(where)
+        if full is not None and index is not None:
+            corrupt = self._indexed_corrupt(full)
+            self.last_corrupt = corrupt
+            best: dict[str, tuple[Mode, str, float]] = {}
+            for name in index.folds:
+                mode = infer_mode(name)
+                entries = index.top(name, mode, 1) if mode is not None else None
+                if mode is not None and entries:
+                    value, _, run_id = entries[0]
+                    best[name] = (mode, run_id, value)
+            result = summary_dict(index.runs, index.statuses, index.metric_stats(), best, len(corrupt))
+            result["unchecked_runs"] = full.unchecked
+            return result
+        summary, best = summarize(self.runs(where=where))
+        stats = {name: fold.stats() for name, fold in summary.metrics.items()}
+        result = summary_dict(summary.total, summary.statuses, stats, best, len(self.last_corrupt))
+        result["unchecked_runs"] = self.last_unchecked
+        return result
+
+    def corrupt_lines(self) -> list[CorruptLine]:
+        """Every line of the log that is not a valid run, with line number, offset and reason."""
+        index = self._indexed()
+        if index is not None:
+            return self._indexed_corrupt(index)
+        return [item for item in self.scan() if type(item) is CorruptLine]
+
+    def to_pandas(self, where: Where = None) -> pd.DataFrame:
+        """The runs (those matching ``where``) as a pandas DataFrame, one row per run.
+
+        Columns: ``run_id``, ``timestamp``, ``status``, ``tags``, then ``metrics.<name>``
+        (``float64``; NaN where a run lacks the metric) and ``params.<name>`` (nested params
+        flattened to dotted names), as ``exptrack export --format csv`` writes them.
+
+        Raises:
+            MissingDependencyError (an ``ImportError``): pandas is not installed.
+        """
+        from exptrack.query.export import to_pandas
+
+        return to_pandas(self.runs(where=where))
+
+    def sql(self, query: str) -> Rows:
+        """Answer a DuckDB SQL ``query`` over a ``runs`` view of this store's runs.
+
+        The view holds the merged, non-deleted runs with typed columns (``run_id``, ``name``,
+        ``experiment``, ``status``, ``timestamp``, ``params`` and ``metrics`` structs, ``tags``);
+        see :mod:`exptrack.query.sql`.  Rows are tuples that also answer ``row["column"]``.
+
+        Raises:
+            QueryError: the SQL does not parse or cannot run.
+            MissingDependencyError (an ``ImportError``): DuckDB is not installed (``exptrack[sql]``).
+        """
+        from exptrack.query.sql import run_sql
+
+        return run_sql(self.runs(), query)
+
+    def refresh_index(self, progress: Callable[[int, int], None] | None = None) -> IndexStats:
+        """Bring the index (``<store>/.index``) up to date with the log and describe it.
+
+        Queries do this themselves; calling it first lets a caller show progress for a long
+        first read: ``progress(bytes_done, bytes_total)`` is called as the log is read.
+        """
+        index = self._indexed(progress)
+        if index is None:
+            raise StorageError(0, "index", self.store / ".index")
+        return index.stats()
+
+    def index_stats(self) -> IndexStats:
+        """What the index holds now (watermark, runs, corrupt lines...), without refreshing it."""
+        if self._index is None:
+            self._index = _log_index()(self.store, self.runs_path)
+        return self._index.stats()
+
+    def _indexed(self, progress: Callable[[int, int], None] | None = None) -> LogIndex | None:
+        """The index, refreshed; None if it cannot be used (queries then scan the log)."""
+        index = self._index
+        if index is None:
+            index = self._index = _log_index()(self.store, self.runs_path)
+        try:
+            new = index.refresh(progress)
+        except (OSError, StaleIndexError) as exc:
+            logger.warning("cannot use the index of %s (%s); scanning the log", self.runs_path, exc,
+                           extra=self._log_extra)
+            self._index = None
+            return None
+        for item in new:
+            self._report(item)
+        if self.strict and index.corrupt:
+            raise CorruptStoreError(f"{self.runs_path}: {index.corrupt[0]}")
+        return index
+
+    def _filtered(self, where: Where) -> LogIndex | None:
+        """best / top / summary of the runs ``where`` accepts, read on every core.
+
+        Every line up to the index's watermark is decoded and tested (a filter may read any
+        field); duplicates are the index's.  None when the index is unusable.
+        """
+        index = self._indexed()
+        predicate = _compile(where)
+        if index is None or predicate is None:
+            return index
+        exclude = {c.offset: c.reason for c in index.corrupt if c.reason.startswith("duplicate run_id")}
+        segment = _parallel().scan_parallel(str(self.runs_path), 0, index.watermark, exclude=exclude,
+                                         predicate=predicate)
+        return _log_index().of_segment(segment)
+
+    def _index_failed(self, exc: Exception) -> None:
+        logger.warning("the index of %s disagrees with the log (%s); rebuilding it", self.runs_path, exc,
+                       extra=self._log_extra)
+        if self._index is not None:
+            self._index.invalidate()
+
+    def _indexed_corrupt(self, index: LogIndex) -> list[CorruptLine]:
+        corrupt = list(index.corrupt)
+        pending = index.size_seen - index.watermark
+        if pending > 0 and self._tail_is_stable_at(index.watermark, pending):
+            corrupt.append(CorruptLine(index.lines + 1, index.watermark, pending, "torn tail (unterminated last line)"))
+            self._report(corrupt[-1])
+        return corrupt
+
+    def _read_indexed(self, offset: int, run_id: str) -> Run:
+        run = _read_run_at(str(self.runs_path), offset)
+        if run.run_id != run_id:
+            raise StaleIndexError(f"the line at byte {offset} holds run {run.run_id}, not {run_id}")
+        return run
+
+    def _get_indexed(self, index: LogIndex, run_id: str) -> Run:
+        for offset in index.offsets_of(run_id):
+            run = _read_run_at(str(self.runs_path), offset)
+            if run.run_id == run_id:
+                return run  # the line itself says so: no need to trust the id map
+        # "not found" or a prefix answer rests on the id map being whole: check it once
+        index.verify("hash", "off", "pos", "ids")
+        matches = [_read_run_at(str(self.runs_path), offset) for offset in index.prefix_offsets(run_id, 6)]
+        if any(not run.run_id.startswith(run_id) for run in matches):
+            raise StaleIndexError(f"the id map disagrees with the log for prefix {run_id!r}")
+        return _only_match(run_id, matches)
+
+    def _report(self, item: CorruptLine) -> None:
+        if self.strict:
+            raise CorruptStoreError(f"{self.runs_path}: {item}")
+        if item.offset not in self._reported:
+            self._reported.add(item.offset)
+            logger.warning("skipped corrupt %s in %s", item, self.runs_path, extra=self._log_extra)
+
+    def _tail_is_stable(self, scan: LogScan) -> bool:
+        """An unterminated tail is torn, not pending, when no writer holds the lock right now."""
+        return self._tail_is_stable_at(scan.end_offset, scan.pending)
+
+    def _tail_is_stable_at(self, end_offset: int, pending: int) -> bool:
+        from exptrack.store.fsio import fs
+
+        try:
+            fd = os.open(str(self.runs_path) + ".lock", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # no lock file: no exptrack writer yet, but another tool may be writing
+            try:
+                return os.stat(self.runs_path).st_size == end_offset + pending
+            except OSError:
+                return False
+        try:
+            if not fs().try_lock(fd):
+                return False
+            fs().unlock(fd)
+            return os.stat(self.runs_path).st_size == end_offset + pending
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def _raise_nothing_to_rank(self, metric: str, where: Where) -> None:
+        from exptrack.errors import UnknownMetricError
+
+        known: set[str] = set()
+        any_run = False
+        for run in self.runs(where=where):
+            any_run = True
+            known.update(run.metrics)
+        if not any_run:
+            scope = " matching the filter" if where else ""
+            raise NoRunsError(f"no runs{scope} in {self.store}")
+        raise UnknownMetricError(metric, sorted(known))
+

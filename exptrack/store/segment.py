@@ -1,0 +1,129 @@
+"""What one read of a log range yields: counts, metric parts, top-k heaps, corrupt lines and id columns.
+
+Also the id key and hash rules, shared by the scanner that computes them and the id map that stores them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import operator
+import re
+import zlib
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import chain, repeat
+
+from exptrack.store.index.reducers import Part
+from exptrack.store.record import CorruptLine
+
+TOP_K = 100
+"""Entries kept per metric and direction: best / top-k for any k up to this need no scan."""
+
+Progress = Callable[[int, int], None]
+"""``progress(bytes_done, bytes_total)``, called from the process that asked for the scan."""
+
+_ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
+
+
+
+def id_key(run_id: str) -> bytes:
+    """The bytes that stand for ``run_id`` in the index's id columns (one line of the id text):
+    its UTF-8 with backslash and newline escaped, so that keys never contain a newline."""
+    key = run_id.encode("utf-8")
+    if b"\\" in key or b"\n" in key:
+        key = key.replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
+    return key
+
+
+def id_from_key(key: bytes) -> str:
+    """The run id an id key stands for (the inverse of :func:`id_key`)."""
+    if b"\\" not in key:
+        return key.decode("utf-8")
+    return _ESCAPE.sub(lambda m: b"\n" if m[1] == b"n" else m[1], key).decode("utf-8")
+
+
+def id_hash(key: bytes) -> int:
+    """A stable 64-bit hash of an id key: CRC-32 of the key and of the reversed key.
+
+    Stable across processes and versions (``hash()`` is salted per process).  It only narrows
+    candidates: every match is confirmed by comparing the run ids themselves.
+    """
+    return zlib.crc32(key) << 32 | zlib.crc32(key[::-1])
+
+
+@dataclass(slots=True)
+class MetricPart:
+    """One metric's share of a segment: block statistics in log order and its top-K heaps."""
+
+    blocks: list[tuple[int, Part]] = field(default_factory=list)
+    top_max: list[tuple[float, int, str]] = field(default_factory=list)
+    top_min: list[tuple[float, int, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Segment:
+    """What one read of ``[start, end)`` found; ``merge`` appends the next segment exactly.
+
+    ``corrupt`` line numbers count from 1 at ``start``; the id columns hold one entry per valid
+    run in log order (``ids`` is the keys, each followed by a newline).
+    """
+
+    start: int
+    end: int
+    lines: int = 0
+    unchecked: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    corrupt: list[CorruptLine] = field(default_factory=list)
+    metrics: dict[str, MetricPart] = field(default_factory=dict)
+    hashes: array[int] = field(default_factory=lambda: array("Q"))
+    offsets: array[int] = field(default_factory=lambda: array("Q"))
+    ids: bytearray = field(default_factory=bytearray)
+    starts: array[int] = field(default_factory=lambda: array("Q"))
+    """Where each key starts in ``ids``."""
+    sorted_hashes: array[int] = field(default_factory=lambda: array("Q"))
+    """``hashes`` in ascending order: each process sorts its own part, merging is linear."""
+    unmapped: int = 0
+    """Runs counted without id columns (a filtered read needs no id map: memory stays flat)."""
+
+    @property
+    def runs(self) -> int:
+        return len(self.offsets) + self.unmapped
+
+
+    def merge(self, other: Segment) -> None:
+        """Append ``other``, which starts where this segment ends (line numbers are shifted)."""
+        shift = self.lines
+        self.corrupt.extend(
+            CorruptLine(c.line + shift, c.offset, c.length, c.reason) for c in other.corrupt
+        )
+        self.end = other.end
+        self.lines += other.lines
+        self.unchecked += other.unchecked
+        self.unmapped += other.unmapped
+        self.statuses.update(other.statuses)
+        for name, part in other.metrics.items():
+            mine = self.metrics.get(name)
+            if mine is None:
+                self.metrics[name] = part
+                continue
+            mine.blocks.extend(part.blocks)
+            _merge_heap(mine.top_max, part.top_max)
+            _merge_heap(mine.top_min, part.top_min)
+        self.hashes.extend(other.hashes)
+        self.offsets.extend(other.offsets)
+        self.starts.extend(map(operator.add, other.starts, repeat(len(self.ids))))
+        self.ids.extend(other.ids)
+        # two ascending runs: timsort merges them in one linear pass
+        self.sorted_hashes = array("Q", sorted(chain(self.sorted_hashes, other.sorted_hashes)))
+
+
+def _merge_heap(heap: list[tuple[float, int, str]], other: list[tuple[float, int, str]]) -> None:
+    for entry in other:
+        if len(heap) < TOP_K:
+            heapq.heappush(heap, entry)
+        elif entry[:2] > heap[0][:2]:
+            heapq.heapreplace(heap, entry)
+
+

@@ -186,3 +186,32 @@ def test_public_surface_is_explicit() -> None:
     errors = [getattr(exptrack, name) for name in exptrack.__all__ if name.endswith("Error")]
     assert errors
     assert all(issubclass(error, exptrack.ExptrackError) for error in errors)
+
+
+WEB_STACK = ("starlette", "uvicorn", "plotly", "selenium", "httpx", "httpx2", "anyio")
+
+
+def test_only_the_ui_server_imports_the_web_stack() -> None:
+    assert importers_of("starlette") == {"exptrack/ui/server.py"}
+    assert importers_of("uvicorn") == {"exptrack/ui/serve.py"}
+    assert importers_of("plotly") == set()  # its JavaScript bundle is found as a file, never imported
+    assert all(path.startswith(("exptrack/ui/", "exptrack/cli/")) for path in importers_of("exptrack.ui"))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        pytest.param("import exptrack", id="import exptrack"),
+        pytest.param("from exptrack.cli import cli\ncli.main(['--help'], standalone_mode=False)", id="exptrack --help"),
+        pytest.param("from exptrack.cli import cli\ncli.main(['ui', '--help'], standalone_mode=False)", id="ui --help"),
+        pytest.param("import exptrack.ui.views", id="ui views"),
+    ],
+)
+def test_the_web_stack_loads_only_when_serving(code: str) -> None:
+    script = code + "\nimport json, sys\nprint(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))\n"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_GUARD, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert not loaded & set(WEB_STACK), loaded & set(WEB_STACK)

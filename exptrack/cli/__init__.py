@@ -6,6 +6,7 @@ from exptrack.cli import (
     export,  # noqa: F401
     repro,  # noqa: F401
     sql,  # noqa: F401
+    ui,  # noqa: F401
 )
 from exptrack.cli._app import cli, main
 

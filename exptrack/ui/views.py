@@ -1,0 +1,343 @@
+"""What the web view shows, asked of the query layer: pages of runs, chart points, histories.
+
+The server and the report renderer are thin adapters over this module, and this module is a
+thin adapter over the tracker: filters are the ``where`` language compiled by the tracker,
+orderings come from :func:`exptrack.where.sort_records`, summaries from ``tracker.summary``.
+Nothing here re-implements a filter or a ranking.
+
+A long-running server sees the same questions again and again (every poll, every page), so the
+answers are cached per *store version*: the index's generation and watermark, which change when
+any record (a run or an edit) is appended.  A version change empties nothing by itself: each
+cached answer just stops matching and is recomputed on demand, once, under one lock.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from exptrack.errors import ExptrackError, QueryError
+from exptrack.query.directions import infer_mode
+from exptrack.query.sort import parse_sort, sort_records
+from exptrack.store.record import Run
+from exptrack.tracker import ExperimentTracker
+
+MAX_PAGE = 1000
+"""Largest ``limit`` of one page of runs: the table pages on the server, it never loads a store."""
+DEFAULT_POINTS = 2000
+"""Runs drawn by the run charts by default; more are sampled, and the page says so."""
+MAX_POINTS = 20000
+DEFAULT_CURVE_POINTS = 1000
+"""Points of one metric's history sent to the page; longer histories are downsampled."""
+_CACHED = 16  # answers kept per store view: a few filters x sorts, the current version only
+
+T = TypeVar("T")
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested params as dotted scalar columns (``optimizer.lr``); lists become their JSON text."""
+    from exptrack.store import codec
+
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_params(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = codec.dumps(list(value)).decode()
+        else:
+            out[name] = value
+    return out
+
+
+@dataclass(slots=True)
+class Selection:
+    """The runs matching one filter at one store version, reduced to what the views need.
+
+    ``ids`` are in log order (time order).  ``sample`` holds at most the requested number of
+    chart rows, evenly spaced over the matching runs; ``best`` the best-so-far change points of
+    every metric in both directions, computed over *all* matching runs, not the sample.
+    """
+
+    ids: list[str] = field(default_factory=list)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    stride: int = 1
+    params: set[str] = field(default_factory=set)
+    metrics: set[str] = field(default_factory=set)
+    extras: set[str] = field(default_factory=set)
+    best: dict[str, dict[str, list[list[Any]]]] = field(default_factory=dict)
+
+
+# Top-level record sections shown as table columns when runs carry them (names and notes from
+# the run lifecycle; the experiment a run belongs to).
+_EXTRA_COLUMNS = ("experiment", "name", "note")
+
+
+def _chart_row(position: int, run: Run) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "n": position, "run_id": run.run_id, "timestamp": run.timestamp, "status": run.status,
+        "params": flatten_params(run.params), "metrics": dict(run.metrics), "tags": list(run.tags),
+    }
+    for key in _EXTRA_COLUMNS:
+        if key in run.extra:
+            row[key] = run.extra[key]
+    return row
+
+
+def select(runs: Iterable[Run], max_points: int) -> Selection:
+    """One pass over the matching runs: ids, a stride sample for charts, best-so-far traces."""
+    sel = Selection()
+    stride = 1
+    sample: list[dict[str, Any]] = []
+    best_max: dict[str, float] = {}
+    best_min: dict[str, float] = {}
+    for n, run in enumerate(runs):
+        sel.ids.append(run.run_id)
+        sel.params.update(run.params)
+        if run.extra:
+            sel.extras.update(key for key in _EXTRA_COLUMNS if key in run.extra)
+        for name, value in run.metrics.items():
+            if value - value != 0:  # NaN and ±inf are never ranked
+                continue
+            traces = sel.best.get(name)
+            if traces is None:
+                traces = sel.best[name] = {"max": [], "min": []}
+                best_max[name], best_min[name] = -math.inf, math.inf
+            if value > best_max[name]:
+                best_max[name] = value
+                traces["max"].append([n, value, run.run_id])
+            if value < best_min[name]:
+                best_min[name] = value
+                traces["min"].append([n, value, run.run_id])
+        sel.metrics.update(run.metrics)
+        if n % stride == 0:
+            sample.append(_chart_row(n, run))
+            if len(sample) >= 2 * max_points:  # halve the sample, double the stride: still even
+                stride *= 2
+                sample = [row for row in sample if row["n"] % stride == 0]
+    if len(sample) > max_points:
+        step = len(sample) / max_points
+        sample = [sample[int(i * step)] for i in range(max_points)]
+        stride = max(1, round(len(sel.ids) / max_points))
+    sel.sample, sel.stride = sample, stride
+    return sel
+
+
+def downsample(points: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]]:
+    """At most ``max_points`` of a curve: the lowest and highest point of each bucket, in order.
+
+    Keeping both extremes of every bucket keeps spikes and divergences visible, which an even
+    stride would drop.
+    """
+    if len(points) <= max_points:
+        return points
+    buckets = max(1, max_points // 2)
+    size = math.ceil(len(points) / buckets)
+    kept: list[dict[str, Any]] = []
+    for start in range(0, len(points), size):
+        chunk = points[start:start + size]
+        finite = [p for p in chunk if isinstance(p.get("value"), float | int) and p["value"] - p["value"] == 0]
+        if not finite:
+            kept.append(chunk[0])
+            continue
+        low = min(finite, key=lambda p: p["value"])
+        high = max(finite, key=lambda p: p["value"])
+        kept.extend(sorted({id(low): low, id(high): high}.values(), key=chunk.index))
+    return kept
+
+
+def reproduce_steps(run: Run, store: str) -> list[str]:
+    """Shell lines that bring a run's code back and re-run it, from the record alone.
+
+    ``exptrack reproduce`` compares the current checkout too; the page cannot (the server must
+    not write a fingerprint cache into the store), so it shows the recorded state only.
+    """
+    import shlex
+
+    from exptrack.capture.invocation import command_line
+
+    steps = [f"exptrack --store {shlex.quote(store)} reproduce {shlex.quote(run.run_id)}"]
+    code = run.extra.get("code")
+    if isinstance(code, Mapping) and isinstance(code.get("commit"), str):
+        root = code.get("repo_root")
+        if isinstance(root, str):
+            steps.append(f"cd {shlex.quote(root)}")
+        steps.append(f"git checkout {shlex.quote(code['commit'])}")
+        if "code.patch" in (run.extra.get("artifacts") or {}):
+            steps.append(f"exptrack --store {shlex.quote(store)} reproduce {shlex.quote(run.run_id)} --patch-dir . "
+                         f"; git apply {shlex.quote(run.run_id)}.patch")
+    invocation = run.extra.get("invocation")
+    if isinstance(invocation, Mapping) and invocation.get("argv"):
+        steps.append(command_line(invocation))
+    return steps
+
+
+class StoreView:
+    """The store as the web view sees it: cached, read-only, safe to share between threads.
+
+    Args:
+        tracker: the store's tracker; this class only reads through it.
+    """
+
+    def __init__(self, tracker: ExperimentTracker) -> None:
+        self.tracker = tracker
+        self._lock = threading.RLock()  # the tracker and its index are not shared between threads
+        self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+    # -- versions and caching -------------------------------------------------------------------
+
+    def version(self) -> str:
+        """A tag that changes whenever a record is appended (the ETag of every answer)."""
+        with self._lock:
+            try:
+                stats = self.tracker.refresh_index()
+            except ExptrackError:  # no usable index: the log file's identity and size still tell
+                try:
+                    info = os.stat(self.tracker.runs_path)
+                except FileNotFoundError:
+                    return "empty"
+                return f"s{info.st_ino:x}-{info.st_size:x}-{info.st_mtime_ns:x}"
+            return f"{stats.generation or 'g'}-{stats.watermark:x}-{stats.lines:x}"
+
+    def _cached(self, key: tuple[Any, ...], compute: Callable[[], T]) -> tuple[str, T]:
+        with self._lock:
+            version = self.version()
+            full = (version, *key)
+            if full in self._cache:
+                self._cache.move_to_end(full)
+                return version, self._cache[full]
+            value = compute()
+            self._cache[full] = value
+            for stale in [k for k in self._cache if k[0] != version]:
+                del self._cache[stale]
+            while len(self._cache) > _CACHED:
+                self._cache.popitem(last=False)
+            return version, value
+
+    def selection(self, where: str | None, max_points: int = DEFAULT_POINTS) -> tuple[str, Selection]:
+        return self._cached(("select", where, max_points),
+                            lambda: select(self.tracker.runs(where=where), max_points))
+
+    def warm(self) -> None:
+        """Answer the first page's questions ahead of time (errors are left for the requests)."""
+        try:
+            self.runs_page(None, None, 50, 0)
+            self.points(None, DEFAULT_POINTS)
+        except ExptrackError:
+            pass
+
+    # -- answers --------------------------------------------------------------------------------
+
+    def runs_page(self, where: str | None, sort: str | None, limit: int, offset: int) -> tuple[str, dict[str, Any]]:
+        """``{"runs", "total", "limit", "offset"}``: newest first, or in ``sort`` order.
+
+        Raises:
+            FilterSyntaxError / QueryError: the filter or the sort spec is invalid.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise QueryError(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
+        if offset < 0:
+            raise QueryError(f"offset must be 0 or more, not {offset}")
+        if sort:
+            keys = parse_sort(sort)
+            needed = {key.field.split(".", 1)[0].strip("`") for key in keys}
+
+            def ordered() -> list[str]:
+                # Sort projections that share the runs' own dicts: the sections the keys read only.
+                rows = ({"run_id": run.run_id, **{k: run[k] for k in needed if k in run}}
+                        for run in self.tracker.runs(where=where))
+                return [row["run_id"] for row in sort_records(rows, keys)]
+
+            version, ids = self._cached(("sorted", where, sort), ordered)
+            page = ids[offset:offset + limit]
+            total = len(ids)
+        else:
+            version, sel = self.selection(where)
+            total = len(sel.ids)
+            stop = max(0, total - offset)
+            page = sel.ids[max(0, stop - limit):stop][::-1]  # newest first
+        with self._lock:
+            runs = [self.tracker.get_run(run_id).to_dict() for run_id in page]
+        return version, {"runs": runs, "total": total, "limit": limit, "offset": offset}
+
+    def columns(self, where: str | None) -> tuple[str, dict[str, Any]]:
+        """The table's columns for the runs matching ``where`` (params and metrics seen in any)."""
+        version, sel = self.selection(where)
+        base = ["run_id", *sorted(sel.extras, key=_EXTRA_COLUMNS.index), "timestamp", "status", "tags"]
+        return version, {
+            "columns": [*base, *(f"metrics.{m}" for m in sorted(sel.metrics)),
+                        *(f"params.{p}" for p in sorted(sel.params))],
+            "metrics": sorted(sel.metrics), "params": sorted(sel.params), "total": len(sel.ids),
+        }
+
+    def points(self, where: str | None, max_points: int) -> tuple[str, dict[str, Any]]:
+        """Chart rows (a sample when there are more runs than ``max_points``) and best-so-far traces."""
+        if not 1 <= max_points <= MAX_POINTS:
+            raise QueryError(f"max_points must be between 1 and {MAX_POINTS}, not {max_points}")
+        version, sel = self.selection(where, max_points)
+        return version, {
+            "rows": sel.sample, "total": len(sel.ids), "sampled": len(sel.sample) < len(sel.ids),
+            "stride": sel.stride, "best": sel.best, "metrics": sorted(sel.metrics),
+            "modes": {name: infer_mode(name) for name in sorted(sel.metrics)},
+        }
+
+    def summary(self, where: str | None) -> tuple[str, dict[str, Any]]:
+        return self._cached(("summary", where), lambda: self.tracker.summary(where=where))
+
+    def run(self, run_id: str) -> tuple[str, dict[str, Any]]:
+        """The run as stored.  Raises RunNotFoundError."""
+        return self._cached(("run", run_id), lambda: self.tracker.get_run(run_id).to_dict())
+
+    def history(self, run_id: str, max_points: int) -> tuple[str, dict[str, Any]]:
+        """Each metric's step history, downsampled to ``max_points`` per metric."""
+        if not 2 <= max_points <= MAX_POINTS:
+            raise QueryError(f"max_points must be between 2 and {MAX_POINTS}, not {max_points}")
+
+        def compute() -> dict[str, Any]:
+            run = self.tracker.get_run(run_id)
+            by_metric: dict[str, list[dict[str, Any]]] = {}
+            for point in self.tracker.history(run.run_id):
+                by_metric.setdefault(str(point.get("name")), []).append(point)
+            metrics = {}
+            for name, points in by_metric.items():
+                kept = downsample(points, max_points)
+                metrics[name] = {
+                    "steps": [p.get("step") for p in kept], "values": [p.get("value") for p in kept],
+                    "times": [p.get("time") for p in kept], "total": len(points), "sampled": len(kept) < len(points),
+                }
+            return {"run_id": run.run_id, "metrics": metrics}
+
+        return self._cached(("history", run_id, max_points), compute)
+
+    def reproduce(self, run_id: str) -> tuple[str, dict[str, Any]]:
+        def compute() -> dict[str, Any]:
+            run = self.tracker.get_run(run_id)
+            return {"run_id": run.run_id, "steps": reproduce_steps(run, os.path.abspath(self.tracker.store))}
+
+        return self._cached(("reproduce", run_id), compute)
+
+    def artifact(self, run_id: str, name: str) -> bytes:
+        """An artifact's bytes through the artifact store's verified lookup (sha256 checked)."""
+        with self._lock:
+            return self.tracker.load_artifact(run_id, name)
+
+    def experiments(self) -> tuple[str, list[Any]] | None:
+        """The store's experiments, or None while the tracker has no notion of them."""
+        lister = getattr(self.tracker, "experiments", None)
+        if not callable(lister):
+            return None
+        return self._cached(("experiments",), lambda: _plain(lister()))
+
+
+def _plain(value: Any) -> list[Any]:
+    """Experiments as JSON-ready values (dataclasses through ``to_dict`` when they have one)."""
+    out = []
+    for item in value:
+        to_dict = getattr(item, "to_dict", None)
+        out.append(to_dict() if callable(to_dict) else item)
+    return out

@@ -1,0 +1,79 @@
+"""Helpers for the web view's tests: a live ``exptrack ui`` subprocess and a store with hostile data."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from exptrack import ExperimentTracker
+
+HANG_GUARD = 60.0  # seconds; only stops a server that never came up
+XSS_PARAM = "<img src=x onerror=alert(1)>"
+XSS_TAG = "</script><script>alert(2)</script>"
+XSS_METRIC = "acc<svg onload=alert(3)>"
+XSS_NOTE = "<!-- </script><img src=x onerror=alert(4)> \u2028\u2029"
+
+
+def hostile_store(store: Path, n: int = 40) -> tuple[ExperimentTracker, list[str]]:
+    """A store whose params, tags, metric names and sections carry script payloads."""
+    tracker = ExperimentTracker(store, durable=False)
+    items = []
+    for i in range(n):
+        params: dict[str, object] = {"model": ["rf", "svm", XSS_PARAM][i % 3], "lr": 0.001 * (i + 1)}
+        if i % 4:
+            params["depth"] = [2, 4, 8][i % 3]
+        items.append({"params": params, "metrics": {"accuracy": 0.5 + i / 100, XSS_METRIC: i / 10},
+                      "tags": [XSS_TAG, f"batch={i // 10}"], "extra": {"note_text": XSS_NOTE}})
+    ids = [run.run_id for run in tracker.log_runs(items)]
+    with tracker.start_run(params={"lr": 0.05, "model": XSS_PARAM}, capture=False) as run:
+        for step in range(60):
+            run.log_metric("val_loss", 1.0 / (step + 1), step=step)
+        run.log_metric("accuracy", 0.97)
+    ids.append(run.run_id)
+    return tracker, ids
+
+
+def exptrack_command() -> list[str]:
+    script = shutil.which("exptrack")
+    return [script] if script else [sys.executable, "-m", "exptrack"]
+
+
+@contextmanager
+def live_ui(store: Path, *extra: str) -> Iterator[str]:
+    """``exptrack ui --port 0 --no-browser`` in a subprocess; yields its announced URL."""
+    with subprocess.Popen(
+        [*exptrack_command(), "--store", str(store), "ui", "--port", "0", "--no-browser", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as process:
+        yield from _announced(process)
+
+
+def _announced(process: subprocess.Popen[str]) -> Iterator[str]:
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + HANG_GUARD
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r"(http://\S+/)", line)
+            if match:
+                yield match[1]
+                return
+        raise AssertionError("exptrack ui did not announce its URL: " + "".join(lines))
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=HANG_GUARD)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

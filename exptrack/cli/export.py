@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, cast
@@ -115,6 +113,9 @@ def _export_to_stdout(source: RunSource, fmt: ExportFormat, progress: Progress |
         out.flush()
         return count
     # A Parquet footer points back into the file, so it is written to a real file, then copied.
+    import shutil
+    import tempfile  # with shutil, pulls in the compression modules: only when exporting
+
     with tempfile.TemporaryFile() as spool:
         count = export_runs(source, fmt, spool, progress=progress, size=size)
         spool.seek(0)
@@ -129,6 +130,8 @@ def _export_to_file(source: RunSource, fmt: ExportFormat, output: Path, progress
     from exptrack.query.export import export_runs
 
     directory = output.parent if str(output.parent) else Path(".")
+    import tempfile
+
     handle = tempfile.NamedTemporaryFile(dir=directory, prefix=f".{output.name}.", suffix=".tmp", delete=False)  # noqa: SIM115
     try:
         with handle:

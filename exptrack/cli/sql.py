@@ -14,8 +14,6 @@ from typing import Any
 import click
 
 from exptrack.cli._app import _open, cli
-from exptrack.query.output import format_value
-from exptrack.store import codec
 
 
 @cli.command("sql")
@@ -33,6 +31,8 @@ def sql_command(ctx: click.Context, query: str, fmt: str) -> None:
     \b
     exptrack sql "SELECT params.model, avg(metrics.accuracy) FROM runs GROUP BY 1"
     """
+    from exptrack.store import codec
+
     tracker = _open(ctx)
     rows = tracker.sql(query)
     columns = list(rows.columns)
@@ -71,6 +71,9 @@ def _csv(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def _csv_cell(value: object) -> str:
+    from exptrack.query.output import format_value
+    from exptrack.store import codec
+
     if value is None:
         return ""
     if isinstance(value, float):
@@ -84,6 +87,8 @@ def _csv_cell(value: object) -> str:
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    from exptrack.query.output import format_value
+
     if not columns:
         return "(no rows)\n"
     text = [[_escape(format_value(_plain(v))) for v in row] for row in rows]

@@ -22,17 +22,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from exptrack.errors import ExptrackError
-from exptrack.store import codec
-from exptrack.store.record import Run
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from exptrack.store.record import Run
 
 ExportFormat = Literal["csv", "jsonl", "parquet"]
 FORMATS: tuple[ExportFormat, ...] = ("csv", "jsonl", "parquet")
 Progress = Callable[[int, int], None]
 """``progress(bytes_done, bytes_total)``: how far through the log (all passes) the export is."""
-RunSource = Callable[[], Iterable[Run]]
+RunSource = Callable[[], Iterable["Run"]]
 """Returns a fresh iterator over the runs to export each time it is called (one per pass)."""
 
 FIXED_COLUMNS = ("run_id", "timestamp", "status", "tags")
@@ -143,6 +143,8 @@ def _second_pass(source: RunSource, columns: _Columns, progress: Progress | None
 def write_jsonl(runs: Iterable[Run], out: IO[bytes], *, progress: Progress | None = None, size: int = 0) -> int:
     """Write each run as stored, one JSON object per line; return how many runs were written."""
     count = 0
+    from exptrack.store import codec  # imported when used: the CLI loads this module for FORMATS
+
     dumps = codec.dumps
     for run in _progress_runs(runs, progress, size, (0, 1)):
         out.write(dumps(run.to_dict()) + b"\n")
@@ -164,6 +166,8 @@ def _csv_cell(value: object) -> object:
         return ""
     if kind is bool:
         return "true" if value else "false"
+    from exptrack.store import codec
+
     return codec.dumps(value).decode()  # lists, empty mappings: JSON text
 
 

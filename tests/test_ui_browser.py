@@ -20,9 +20,10 @@ import pytest
 
 pytest.importorskip("starlette")
 pytest.importorskip("plotly")
-webdriver = pytest.importorskip("selenium.webdriver")
+pytest.importorskip("selenium")
 
 from click.testing import CliRunner
+from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -69,7 +70,7 @@ def wait_for(condition: Callable[[], Any], what: str) -> Any:
     while True:
         try:
             value = condition()
-        except Exception:  # noqa: BLE001 - the DOM is still changing; retry until the guard
+        except Exception:  # the DOM is still changing (a stale element): retry until the guard
             value = None
         if value:
             return value
@@ -158,7 +159,8 @@ def test_live_page(browser: Any, store: Path, tmp_path: Path) -> None:
             browser.find_element(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"] input[type=checkbox]').click()
         browser.find_element(By.ID, "compare-selected").click()
         assert wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr"), "the comparison")
-        fields = {tr.get_attribute("data-field") for tr in browser.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")}
+        compared = browser.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")
+        fields = {tr.get_attribute("data-field") for tr in compared}
         assert "params.lr" in fields
         assert "metrics.accuracy" in fields
         assert "params.model" not in fields  # the same in both runs

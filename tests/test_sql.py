@@ -235,3 +235,10 @@ def test_readme_sql_questions_run_verbatim_and_agree(filled: ExperimentTracker, 
         ["tag", "runs", "failed", "best"], ["a", "1", "0", "0.79"], ["b", "1", "0", "0.79"],
         ["baseline", "1", "0", "0.84"],
     ]
+
+
+def test_an_int_param_beyond_bigint_widens_the_field_not_the_query(tracker: ExperimentTracker) -> None:
+    tracker.log_run({"seed": 1, "other": 2})
+    tracker.log_run({"seed": 2**64 - 1, "other": 3})
+    assert column_types(tracker)["params"] == "STRUCT(seed HUGEINT, other HUGEINT)"
+    assert tracker.sql("SELECT max(params.seed), sum(params.other) FROM runs") == [(2**64 - 1, 5)]

@@ -13,7 +13,7 @@ name           VARCHAR
 experiment     VARCHAR
 status         VARCHAR
 timestamp      TIMESTAMP (UTC)
-params         STRUCT, one field per param name: BOOLEAN, BIGINT (HUGEINT beyond 2**63-1),
+params         STRUCT, one field per param name: BOOLEAN, BIGINT (HUGEINT if one is beyond 2**63-1),
                DOUBLE (ints and floats mixed), VARCHAR (strings; or scalars of mixed types,
                as their JSON text), JSON (lists and nested mappings)
 metrics        STRUCT of DOUBLE, one field per metric name (NaN and ±Infinity kept)
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -113,7 +114,15 @@ def connect(runs: Iterable[Run]) -> duckdb.DuckDBPyConnection:
             shape = _write_rows(runs, out)
         con: duckdb.DuckDBPyConnection = engine.connect(":memory:")
         try:
-            con.execute(_load_statement(path, shape))
+            try:
+                con.execute(_load_statement(path, shape, wide_ints=False))
+            except engine.Error:
+                # an int param beyond BIGINT (exptrack stores up to 2**64-1) fails the cast: rare,
+                # so DuckDB finds it rather than a check of every value in Python
+                if not any("int" in kinds for kinds in shape.param_kinds().values()):
+                    raise
+                con.execute("DROP TABLE IF EXISTS _runs")
+                con.execute(_load_statement(path, shape, wide_ints=True))
             con.execute("CREATE VIEW runs AS SELECT * FROM _runs")
         except BaseException:
             con.close()
@@ -124,61 +133,82 @@ def connect(runs: Iterable[Run]) -> duckdb.DuckDBPyConnection:
             os.unlink(path)
 
 
-class _Shape:
-    """The param and metric names seen so far, each param's kinds, and case-clash renames."""
-
-    def __init__(self) -> None:
-        self.params: dict[str, set[str]] = {}
-        self.metrics: dict[str, None] = {}
-        self.param_names = _Names()
-        self.metric_names = _Names()
-
-
 class _Names:
     """SQL field names for keys: the first spelling of a case-insensitive name keeps it."""
 
     def __init__(self) -> None:
-        self.fields: dict[str, str] = {}
+        self.seen: set[str] = set()
+        self.order: list[str] = []  # field names in first-seen order
+        self.renamed: dict[str, str] = {}  # only keys that clash with an earlier spelling
         self._folded: dict[str, int] = {}
 
-    def field(self, key: str) -> str:
-        name = self.fields.get(key)
-        if name is None:
+    def add(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            if key in self.seen:
+                continue
+            self.seen.add(key)
             folded = key.casefold()
             count = self._folded.get(folded, 0) + 1
             self._folded[folded] = count
             name = key if count == 1 else f"{key}#{count}"
-            self.fields[key] = name
-        return name
+            if name != key:
+                self.renamed[key] = name
+            self.order.append(name)
+
+    def apply(self, mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+        if not self.seen.issuperset(mapping):
+            self.add(mapping)
+        if self.renamed and not self.renamed.keys().isdisjoint(mapping):
+            return {self.renamed.get(k, k): v for k, v in mapping.items()}
+        return mapping
+
+
+class _Shape:
+    """What the rows hold: param and metric field names, and the Python types of each param."""
+
+    def __init__(self) -> None:
+        self.params = _Names()
+        self.metrics = _Names()
+        self.param_types: set[tuple[str, type]] = set()
+
+    def param_kinds(self) -> dict[str, set[str]]:
+        kinds: dict[str, set[str]] = {name: set() for name in self.params.order}
+        for name, kind in self.param_types:
+            if kind is not type(None):
+                kinds[name].add(_KINDS.get(kind, "json"))
+        return kinds
+
+
+_KINDS = {bool: "bool", int: "int", float: "float", str: "str"}
 
 
 def _write_rows(runs: Iterable[Run], out: Any) -> _Shape:
+    """Write one JSON line per run to ``out``; the loop is the cost of a query, so it stays lean."""
     shape = _Shape()
     lines: list[bytes] = []
+    dumps = codec.dumps
     for run in runs:
-        params: dict[str, Any] = {}
-        for key, value in run.params.items():
-            name = shape.param_names.field(key)
-            kinds = shape.params.setdefault(name, set())
-            if value is not None:
-                kinds.add(_kind(value))
-            params[name] = value
-        metrics: dict[str, Any] = {}
-        for key, value in run.metrics.items():
-            name = shape.metric_names.field(key)
-            shape.metrics[name] = None
-            metrics[name] = value  # codec.dumps spells NaN/±Infinity as strings DuckDB casts back
+        params = shape.params.apply(run.params)
+        shape.param_types.update(zip(params, map(type, params.values())))
+        metrics = shape.metrics.apply(run.metrics)
+        total = sum(metrics.values())  # finite exactly when every value is (NaN and ±inf propagate)
+        if total - total != 0:
+            metrics = {k: v if v - v == 0 else _NONFINITE_TEXT.get(v, "NaN") for k, v in metrics.items()}
+        extra = run.extra
+        name, experiment, stamp = extra.get("name"), extra.get("experiment"), run.timestamp
         row = {
             "run_id": run.run_id,
-            "name": _text(run.get("name")),
-            "experiment": _text(run.get("experiment")) or "default",
+            "name": name if type(name) is str else None,
+            "experiment": experiment if type(experiment) is str and experiment else "default",
             "status": run.status,
-            "timestamp": _utc_naive(run.timestamp),
+            # exptrack's own "...Z" form is read as it is; anything else is converted
+            "timestamp": stamp[:-1] if stamp[-1:] == "Z" and stamp[10:11] == "T" else _utc_naive(stamp),
             "params": params,
             "metrics": metrics,
-            "tags": list(run.tags),
+            "tags": run.tags,
         }
-        lines.append(codec.dumps(row))
+        # params hold no non-finite float (validated on write) and metrics were spelled above
+        lines.append(dumps(row, finite=True))
         if len(lines) >= 4096:
             out.write(b"\n".join(lines) + b"\n")
             lines.clear()
@@ -187,20 +217,11 @@ def _write_rows(runs: Iterable[Run], out: Any) -> _Shape:
     return shape
 
 
-def _kind(value: object) -> str:
-    kind = type(value)
-    if kind is bool:
-        return "bool"
-    if kind is int:
-        return "int" if -(2**63) <= value < 2**63 else "huge"  # type: ignore[operator]
-    if kind is float:
-        return "float"
-    if kind is str:
-        return "str"
-    return "json"
+# DuckDB casts these strings to DOUBLE NaN / ±Infinity; JSON has no spelling for the values
+_NONFINITE_TEXT = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
-def _param_type(kinds: set[str]) -> str:
+def _param_type(kinds: set[str], wide_ints: bool) -> str:
     if not kinds or kinds == {"str"}:
         return "VARCHAR"
     if "json" in kinds:
@@ -208,10 +229,8 @@ def _param_type(kinds: set[str]) -> str:
     if kinds == {"bool"}:
         return "BOOLEAN"
     if kinds == {"int"}:
-        return "BIGINT"
-    if kinds <= {"int", "huge"}:
-        return "HUGEINT"
-    if kinds <= {"int", "huge", "float"}:
+        return "HUGEINT" if wide_ints else "BIGINT"
+    if kinds <= {"int", "float"}:
         return "DOUBLE"
     return "VARCHAR"  # mixed scalars: their JSON text
 
@@ -222,15 +241,15 @@ def _struct(fields: Mapping[str, str]) -> str:
     return "STRUCT(" + ", ".join(f"{_ident(name)} {kind}" for name, kind in fields.items()) + ")"
 
 
-def _load_statement(path: str, shape: _Shape) -> str:
+def _load_statement(path: str, shape: _Shape, *, wide_ints: bool) -> str:
     columns = {
         "run_id": "VARCHAR",
         "name": "VARCHAR",
         "experiment": "VARCHAR",
         "status": "VARCHAR",
         "timestamp": "TIMESTAMP",
-        "params": _struct({name: _param_type(kinds) for name, kinds in shape.params.items()}),
-        "metrics": _struct(dict.fromkeys(shape.metrics, "DOUBLE")),
+        "params": _struct({name: _param_type(kinds, wide_ints) for name, kinds in shape.param_kinds().items()}),
+        "metrics": _struct(dict.fromkeys(shape.metrics.order, "DOUBLE")),
         "tags": "VARCHAR[]",
     }
     spec = ", ".join(f"{_literal(name)}: {_literal(kind)}" for name, kind in columns.items())
@@ -246,10 +265,6 @@ def _ident(name: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _utc_naive(stamp: str) -> str | None:

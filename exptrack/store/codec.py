@@ -166,10 +166,14 @@ def from_object(obj: object, offset: int = -1) -> Run:
     )
 
 
-def dumps(obj: object, *, pretty: bool = False) -> bytes:
-    """JSON for output (CLI ``--json``, side files); non-finite floats become NaN/Infinity strings."""
+def dumps(obj: object, *, pretty: bool = False, finite: bool = False) -> bytes:
+    """JSON for output (CLI ``--json``, side files); non-finite floats become NaN/Infinity strings.
+
+    ``finite=True`` is the caller's promise that ``obj`` holds plain JSON values and no
+    non-finite float: the conversion pass (most of the cost for bulk output) is skipped.
+    """
     option = orjson.OPT_INDENT_2 if pretty else 0
-    return orjson.dumps(_json_safe(obj), option=option | orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(obj if finite else _json_safe(obj), option=option | orjson.OPT_NON_STR_KEYS)
 
 
 def loads(data: bytes | str) -> Any:

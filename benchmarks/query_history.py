@@ -118,18 +118,19 @@ def duckdb_answer(path: Path, query: str, *, columns: bool = False) -> Answer:
     import duckdb
 
     source = f"read_json({_sql_path(path)}, format = 'newline_delimited')"
-    if columns:  # the schema as documented; metrics as DOUBLE (DuckDB reads "NaN" strings as NaN)
+    if columns:  # the schema as documented: metrics are DOUBLE, ``nonfinite`` names each null's value
         metric_types = ", ".join(f"{m} DOUBLE" for m in METRICS)
         source = (
             f"read_json({_sql_path(path)}, format = 'newline_delimited', columns = {{"
             f"'run_id': 'VARCHAR', 'status': 'VARCHAR', 'params': 'STRUCT(model VARCHAR, lr DOUBLE)', "
-            f"'metrics': 'STRUCT({metric_types})'}})"
+            f"'metrics': 'STRUCT({metric_types})', 'nonfinite': 'MAP(VARCHAR, VARCHAR)'}})"
         )
     con = duckdb.connect()
     try:
-        # Auto-detection types a metric holding "NaN" strings as JSON: TRY_CAST reads it as a number.
+        # Metrics are numbers or null; a null is a NaN or an infinity when ``nonfinite`` names it.
         def metric(m: str) -> str:
-            return f"TRY_CAST(metrics.{m} AS DOUBLE)"
+            named = f"nonfinite['{m}']" if columns else f"json_extract_string(nonfinite::JSON, '$.{m}')"
+            return f"coalesce(metrics.{m}, CAST({named} AS DOUBLE))"
 
         if query == "best":
             sql = (f"SELECT run_id FROM {source} WHERE isfinite({metric('accuracy')}) "  # noqa: S608 - constants
@@ -161,17 +162,19 @@ def duckdb_answer(path: Path, query: str, *, columns: bool = False) -> Answer:
 def polars_answer(path: Path, query: str) -> Answer:
     import polars as pl
 
-    # Metrics are read as text and cast: a typed Float64 field rejects the "NaN" strings.
+    # Metrics are numbers or null; a null is a NaN or an infinity when ``nonfinite`` names it.
     schema = {
         "run_id": pl.String,
         "status": pl.String,
         "params": pl.Struct({"model": pl.String, "lr": pl.Float64}),
-        "metrics": pl.Struct(dict.fromkeys(METRICS, pl.String)),
+        "metrics": pl.Struct(dict.fromkeys(METRICS, pl.Float64)),
+        "nonfinite": pl.Struct(dict.fromkeys(METRICS, pl.String)),
     }
     frame = pl.scan_ndjson(path, schema=schema)
 
     def metric(m: str) -> pl.Expr:
-        return pl.col("metrics").struct.field(m).cast(pl.Float64)
+        named = pl.col("nonfinite").struct.field(m).cast(pl.Float64)
+        return pl.coalesce(pl.col("metrics").struct.field(m), named)
 
     if query in ("best", "top10", "filtered"):
         name, descending = ("val_loss", False) if query == "top10" else ("accuracy", True)
@@ -203,9 +206,15 @@ def pandas_answer(path: Path, query: str) -> Answer:
 
     frame = pd.read_json(path, lines=True, precise_float=True, dtype=False)
     metrics = pd.DataFrame(frame["metrics"].tolist())
+    # a null metric is a NaN or an infinity when the run's ``nonfinite`` section names it
+    sections = frame["nonfinite"] if "nonfinite" in frame else pd.Series([None] * len(frame))
+    named = pd.DataFrame([s if isinstance(s, dict) else {} for s in sections], index=metrics.index)
 
     def metric(m: str) -> Any:
-        return pd.to_numeric(metrics[m], errors="coerce")  # "NaN" strings become NaN
+        values = pd.to_numeric(metrics[m])
+        if m in named:
+            values = values.fillna(pd.to_numeric(named[m].map(_NONFINITE.get)))
+        return values
 
     if query in ("best", "top10", "filtered"):
         name = "val_loss" if query == "top10" else "accuracy"
@@ -221,8 +230,8 @@ def pandas_answer(path: Path, query: str) -> Answer:
         return tuple(frame["run_id"][chosen.index])
     stats = {}
     for m in METRICS:
-        present = metrics[m].notna()
         values = metric(m)
+        present = values.notna() | (named[m].notna() if m in named else False)
         finite_mask = np.isfinite(values)
         finite = values[finite_mask]
         stats[m] = (int(finite_mask.sum()), int((present & ~finite_mask).sum()), finite.min(), finite.max(),
@@ -266,9 +275,9 @@ def json_answers(path: Path, wanted: tuple[str, ...] = QUERIES) -> dict[str, Ans
     statuses: Counter[str] = Counter()
     total = 0
 
-    def number(value: object) -> float | None:
-        if isinstance(value, str):
-            return _NONFINITE.get(value)
+    def number(value: object, name: str) -> float | None:
+        if value is None:  # schema 2: the ``nonfinite`` section names what a null metric stands for
+            return _NONFINITE.get(record.get("nonfinite", {}).get(name, ""))
         return float(value) if isinstance(value, (int, float)) else None
 
     with open(path, encoding="utf-8") as handle:
@@ -280,10 +289,10 @@ def json_answers(path: Path, wanted: tuple[str, ...] = QUERIES) -> dict[str, Ans
                 statuses[record.get("status", "finished")] += 1
                 for m in METRICS:
                     if m in metrics:
-                        value = number(metrics[m])
+                        value = number(metrics[m], m)
                         if value is not None:
                             stats[m].add(value)
-            accuracy = number(metrics.get("accuracy"))
+            accuracy = number(metrics.get("accuracy"), "accuracy")
             if accuracy is not None and math.isfinite(accuracy):
                 if "best" in wanted and (best is None or accuracy > best[0]):
                     best = (accuracy, record["run_id"])
@@ -295,7 +304,7 @@ def json_answers(path: Path, wanted: tuple[str, ...] = QUERIES) -> dict[str, Ans
                     elif entry > filtered[0]:
                         heapq.heapreplace(filtered, entry)
             if "top10" in wanted:
-                loss = number(metrics.get("val_loss"))
+                loss = number(metrics.get("val_loss"), "val_loss")
                 if loss is not None and math.isfinite(loss):
                     entry = (-loss, -line_no, record["run_id"])
                     if len(top) < 10:

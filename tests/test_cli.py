@@ -158,7 +158,7 @@ def test_runs_lists_every_run(store: Path, filled: list[str]) -> None:
     records = json.loads(ok(["runs", "--json"], store).stdout)
     assert [record["run_id"] for record in records] == filled
     assert records[0] == {
-        "schema": 1,
+        "schema": 2,
         "run_id": filled[0],
         "timestamp": records[0]["timestamp"],
         "status": "finished",
@@ -166,7 +166,7 @@ def test_runs_lists_every_run(store: Path, filled: list[str]) -> None:
         "metrics": {"accuracy": 0.84, "loss": 0.40},
         "tags": ["base"],
     }
-    assert records[2]["metrics"] == {"accuracy": "NaN", "loss": "Infinity"}  # as stored
+    assert records[2]["metrics"] == {"accuracy": "NaN", "loss": "Infinity"}  # --json spells them out
     assert records[2]["status"] == "failed"
 
 

@@ -139,9 +139,25 @@ TRICKY = [
     forged(status=3),
     forged(params=[1, 2]),
     forged(extra={"schema": 9}),
-    with_crc(b'{"schema":2,"run_id":"future","timestamp":"t","status":"finished","params":{},"metrics":{},'
+    with_crc(b'{"schema":3,"run_id":"future","timestamp":"t","status":"finished","params":{},"metrics":{},'
              b'"tags":[]}'),
     line("sparse", metrics={"only_here": 7.0}),
+    # schema 1 wrote non-finite metrics as strings, and "nonfinite" was an ordinary section then
+    with_crc(b'{"schema":1,"run_id":"schema1-nan","timestamp":"t","status":"finished","params":{},'
+             b'"metrics":{"loss":"NaN","gain":"Infinity","accuracy":0.2},"tags":[]}'),
+    with_crc(b'{"schema":1,"run_id":"schema1-section","timestamp":"t","status":"finished","params":{},'
+             b'"metrics":{"accuracy":0.3},"tags":[],"nonfinite":{"accuracy":"NaN"}}'),
+    with_crc(b'{"schema":1,"run_id":"schema1-null","timestamp":"t","status":"finished","params":{},'
+             b'"metrics":{"accuracy":null},"tags":[]}'),
+    # schema 2: a null no section names reads as NaN; a section naming a number or a bad word is refused
+    with_crc(b'{"schema":2,"run_id":"bare-null","timestamp":"t","status":"finished","params":{},'
+             b'"metrics":{"accuracy":null,"loss":1.5},"tags":[]}'),
+    with_crc(b'{"schema":2,"run_id":"names-a-number","timestamp":"t","status":"finished","params":{},'
+             b'"metrics":{"accuracy":0.5},"tags":[],"nonfinite":{"accuracy":"NaN"}}'),
+    with_crc(b'{"schema":2,"run_id":"bad-word","timestamp":"t","status":"finished","params":{},'
+             b'"metrics":{"accuracy":null},"tags":[],"nonfinite":{"accuracy":"inf"}}'),
+    line("param-named-nonfinite", params={"nonfinite": {"accuracy": "NaN"}}, metrics={"accuracy": 0.25}),
+    line("nonfinite-and-param", params={"x": '"nonfinite":'}, metrics={"accuracy": -math.inf}),
     line("plain-2", params={"model": "svm"}, metrics={"accuracy": 0.9, "loss": 0.2}, tags=["a"]),
 ]
 
@@ -171,8 +187,10 @@ def test_each_tricky_line_between_ordinary_ones_reads_the_same(tmp_path: Path, t
 
 def test_unusual_metric_value_types_fall_back_to_line_by_line_reading(tmp_path: Path) -> None:
     ordinary = [line(f"r{i}", metrics={"accuracy": i / 10}) for i in range(5)]
+    schema1_null = with_crc(b'{"schema":1,"run_id":"n","timestamp":"t","status":"finished","params":{},'
+                            b'"metrics":{"accuracy":null},"tags":[]}')
     path = write(tmp_path / "runs.jsonl", [*ordinary[:2], forged(metrics={"accuracy": True}),
-                                             forged(metrics={"accuracy": None}), *ordinary[2:]])
+                                             schema1_null, *ordinary[2:]])
     expected = reference(path)
     assert [c.reason for c in expected["corrupt"]] == ["metric 'accuracy' is not a number"] * 2
     assert_same(expected, digest(scan_range(str(path), 0, path.stat().st_size)))

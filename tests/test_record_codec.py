@@ -115,13 +115,17 @@ def test_tracker_round_trips_through_the_log(
     [(math.nan, "NaN"), (math.inf, "Infinity"), (-math.inf, "-Infinity")],
     ids=["nan", "inf", "-inf"],
 )
-def test_non_finite_metric_is_written_as_a_string_and_read_back_as_the_float(
+def test_non_finite_metric_is_written_as_null_named_in_nonfinite_and_read_back_as_the_float(
     store: Path, raw_lines: ReadLines, value: float, text: str
 ) -> None:
     tracker = ExperimentTracker(store, durable=False)
     tracker.log_run(metrics={"loss": value, "accuracy": 0.5})
     (line,) = raw_lines(store)
-    assert json.loads(line)["metrics"] == {"loss": text, "accuracy": 0.5}  # never null
+    obj = json.loads(line)
+    # only numbers and null in metrics, so foreign readers type the column as a number
+    assert obj["metrics"] == {"loss": None, "accuracy": 0.5}
+    assert obj["nonfinite"] == {"loss": text}
+    assert obj["schema"] == 2
     (run,) = tracker.runs()
     assert repr(run.metrics["loss"]) == repr(value)
     assert run.metrics["accuracy"] == 0.5

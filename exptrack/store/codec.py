@@ -10,9 +10,13 @@ A line is one JSON object terminated by ``\\n``::
   catches what JSON parsing lets through: a bit flip inside a number, or a record spliced from two
   writers that still parses.  Lines without it (hand-written, other tools) are accepted when
   otherwise valid and counted as unchecked.
-* Non-finite metrics are written as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``
-  (orjson would silently write ``null``) and read back as floats; a metric is otherwise always a
-  JSON number, so the strings are unambiguous.
+* ``metrics`` holds only JSON numbers and ``null`` (schema 2), so DuckDB, polars, pandas and
+  pyarrow type every metric column as a number.  A non-finite metric is written as ``null`` and
+  named in a ``nonfinite`` section, ``{"loss": "NaN", "grad": "Infinity"}``, which reads it back
+  exactly.  A ``null`` the section does not name reads as NaN (a foreign tool such as pandas
+  writes NaN as ``null``).  Schema-1 lines, which wrote the strings ``"NaN"``, ``"Infinity"`` and
+  ``"-Infinity"`` in ``metrics`` itself, still read exactly; in them ``nonfinite`` is an ordinary
+  section.
 * Lines above ``MAX_RECORD_BYTES`` are refused before any write, and readers never buffer more.
 """
 
@@ -32,7 +36,10 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 """Largest line (including ``\\n``) written or read: 16 MiB.  Bigger payloads are artifacts."""
 
 _NONFINITE_OUT = {math.inf: "Infinity", -math.inf: "-Infinity"}
-_NONFINITE_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+NONFINITE_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""How a ``nonfinite`` entry (schema 2) or a metric string (schema 1) names a value."""
+NONFINITE_KEY = "nonfinite"
+"""The record section (schema >= 2) that names the value each ``null`` metric stands for."""
 _CRC_HEAD = b',"crc":"'
 _CRC_SUFFIX_LEN = len(_CRC_HEAD) + 8 + 2  # ,"crc":"xxxxxxxx"}
 _HEX_DIGITS = b"0123456789abcdef"
@@ -43,14 +50,16 @@ class LineError(Exception):
     """Why one line is not a run; the scanner turns it into a ``CorruptLine`` report."""
 
 
-def _metrics_out(metrics: Mapping[str, float]) -> Mapping[str, object]:
+def _nonfinite(metrics: Mapping[str, float]) -> dict[str, str] | None:
+    """The ``nonfinite`` section for ``metrics``, or ``None`` when every value is finite."""
     for value in metrics.values():
-        if value != value or value in _NONFINITE_OUT:  # NaN is the only value unequal to itself
+        if type(value) is float and value - value != 0:  # NaN and ±Infinity give NaN; others 0
             return {
-                name: ("NaN" if v != v else _NONFINITE_OUT.get(v, v))
+                name: ("NaN" if v != v else _NONFINITE_OUT[v])
                 for name, v in metrics.items()
+                if type(v) is float and v - v != 0
             }
-    return metrics
+    return None
 
 
 def encode(run: Run) -> bytes:
@@ -61,11 +70,16 @@ def encode(run: Run) -> bytes:
         "timestamp": run.timestamp,
         "status": run.status,
         "params": run.params,
-        "metrics": _metrics_out(run.metrics),
+        "metrics": run.metrics,  # orjson writes NaN and ±Infinity as null
         "tags": run.tags,
     }
     if run.extra:
+        if NONFINITE_KEY in run.extra:  # only a schema-1 record can hold one; rewriting it would misread
+            raise InvalidRecordError(f"{NONFINITE_KEY!r} is a reserved record field since schema 2")
         body.update(run.extra)
+    nonfinite = _nonfinite(run.metrics)
+    if nonfinite is not None:
+        body[NONFINITE_KEY] = nonfinite
     try:
         payload = orjson.dumps(body)
     except (TypeError, orjson.JSONEncodeError) as exc:  # values are normalised first; belt and braces
@@ -137,11 +151,20 @@ def from_object(obj: object, offset: int = -1) -> Run:
         raise LineError("params is not an object")
     if type(metrics) is not dict:
         raise LineError("metrics is not an object")
+    named = obj.pop(NONFINITE_KEY, None) if schema >= 2 else None
+    if named is not None and (
+        type(named) is not dict
+        or any(type(v) is not str or v not in NONFINITE_IN for v in named.values())
+        or any(metrics.get(name, 0) is not None for name in named)
+    ):
+        raise LineError('nonfinite does not name null metrics as "NaN", "Infinity" or "-Infinity"')
     for name, value in metrics.items():
         kind = type(value)
-        if kind is str:
+        if value is None and schema >= 2:
+            metrics[name] = NONFINITE_IN[named.get(name, "NaN")] if named else math.nan
+        elif kind is str:  # schema 1's form (and a hand-written line's), unambiguous in any schema
             try:
-                metrics[name] = _NONFINITE_IN[value]
+                metrics[name] = NONFINITE_IN[value]
             except KeyError:
                 raise LineError(f"metric {name!r} is not a number") from None
         elif kind is not float and kind is not int:

@@ -21,12 +21,12 @@ Why it is fast:
 Exactness: a line takes the fast path only when it ends with a matching checksum in exactly the
 form ``codec.encode`` writes, ``loads`` accepts the whole line (orjson validates the JSON and the
 UTF-8 in full) and it holds all of schema, run_id, timestamp, status, params, metrics and tags;
-the block then checks their types as ``codec.from_object`` does (non-finite metrics written as
-strings are read back as floats).  Any other line -- no checksum, a mismatching one, a CRLF end,
-a byte-order mark, a missing field -- goes through ``scan._parse``, the reader every other path
-uses, and a block whose fields fail the checks (only a line forged with a valid checksum does)
-sends the whole range to that reader, so the corrupt-line report and the runs are identical to
-``LogScan``'s.
+the block then checks their types as ``codec.from_object`` does (the ``null`` metrics a
+schema-2 ``nonfinite`` section names, and schema-1 strings, are read back as floats).  Any other
+line -- no checksum, a mismatching one, a CRLF end, a byte-order mark, a missing field -- goes
+through ``scan._parse``, the reader every other path uses, and a block whose fields fail the
+checks (only a line forged with a valid checksum does) sends the whole range to that reader, so
+the corrupt-line report and the runs are identical to ``LogScan``'s.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from __future__ import annotations
 import bisect
 import heapq
 import logging
-import math
 import operator
 import os
 import sys
@@ -70,7 +69,9 @@ _CRC_FORMAT = b',"crc":"%08x"}'
 """How ``codec.encode`` ends a line: the CRC-32 of the line without it (closed by ``}``)."""
 _CRC_TEMPLATE = _CRC_FORMAT % 0
 _loads: Callable[[bytes], Any] = codec.loads
-_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_NONFINITE = codec.NONFINITE_IN
+_MARK = b'"%b":' % codec.NONFINITE_KEY.encode()
+"""Bytes every line with a ``nonfinite`` section holds (a param key can hold them too: a superset)."""
 
 
 
@@ -103,6 +104,7 @@ class _Reader:
         self.next_block = 0  # where the block after ``block`` starts
         self.offs: list[int] = []
         self.rows: list[tuple[Any, ...]] = []  # _FIELDS of each run, in log order
+        self.marked = False  # the current chunk may hold a ``nonfinite`` section
 
     # -- one block of runs ----------------------------------------------------------------------
 
@@ -231,6 +233,7 @@ class _Reader:
             rest = lines.pop()  # after the last newline: the start of a line, or all of ``buf``
             cut = len(buf) - len(rest)
             if lines:
+                self.marked = _MARK in buf
                 first = base
                 if skipping:  # the first line ends the over-long one
                     skipped = lines.pop(0)
@@ -289,11 +292,15 @@ class _Reader:
         """Lines ``lo:hi`` carry a matching checksum: parse each, keep the fields ``flush`` checks."""
         part = lines[lo:hi]
         try:
-            rows = list(map(_FIELDS, map(_loads, part)))
+            objs = list(map(_loads, part))
+            rows = list(map(_FIELDS, objs))
         except (ValueError, KeyError, TypeError):  # one line is unusual: each goes its own way
             for i in range(lo, hi):
                 self._one(lines[i], starts[i], line_no + i + 1)
             return
+        if self.marked:  # rare: runs with a NaN or an infinity (schema 2 writes them as null)
+            for i in compress(range(hi - lo), map(operator.contains, part, repeat(_MARK))):
+                _name_nonfinite(objs[i])
         self.offs.extend(starts[lo:hi])
         self.rows.extend(rows)
 
@@ -326,9 +333,25 @@ def _checksummed(lines: list[bytes]) -> list[bool] | None:
     return list(map(operator.eq, ends, map(operator.mod, repeat(_CRC_FORMAT), sums)))
 
 
+def _name_nonfinite(obj: dict[str, Any]) -> None:
+    """Put the values a schema-2 ``nonfinite`` section names in place of their ``null`` metrics,
+    as ``codec.from_object`` does; a section it would refuse sends the range to the careful reader."""
+    named = obj.get(codec.NONFINITE_KEY)
+    if type(obj["schema"]) is not int or obj["schema"] < 2 or named is None:
+        return  # in a schema-1 line ``nonfinite`` is an ordinary section
+    metrics = obj["metrics"]
+    if type(named) is not dict or type(metrics) is not dict:
+        raise _Careful
+    for name, text in named.items():
+        if metrics.get(name, 0) is not None or type(text) is not str or text not in _NONFINITE:
+            raise _Careful
+        metrics[name] = _NONFINITE[text]
+
+
 def _numbers(column: list[Any]) -> list[Any]:
     """A metric column with the strings "NaN", "Infinity" and "-Infinity" read back as floats, as
-    ``codec`` does; anything else that is not a number sends the range to the careful reader."""
+    ``codec`` does; anything else that is not a number (a ``null`` no ``nonfinite`` section
+    named) sends the range to the careful reader."""
     if set(map(type, column)) <= _NUMBERS:
         return column
     fixed = []

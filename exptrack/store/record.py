@@ -34,8 +34,12 @@ from typing import Any, Literal
 
 from exptrack.errors import InvalidRecordError, MissingMetricError
 
-SCHEMA_VERSION = 1
-"""Version of the line format; a reader skips (and reports) lines from a newer version."""
+SCHEMA_VERSION = 2
+"""Version of the line format; a reader skips (and reports) lines from a newer version.
+
+1: non-finite metrics as the strings "NaN"/"Infinity"/"-Infinity" inside ``metrics``.
+2: ``metrics`` holds only numbers and null; a ``nonfinite`` section names each null's value.
+"""
 
 Status = Literal["running", "finished", "failed", "killed"]
 STATUSES: tuple[str, ...] = ("running", "finished", "failed", "killed")
@@ -45,6 +49,7 @@ JSONValue = Any  # a JSON tree; precise recursive aliases cost more in mypy than
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _CORE_KEYS = ("schema", "run_id", "timestamp", "status", "params", "metrics", "tags")
+_RESERVED = ("crc", "nonfinite")  # written by the codec, never by a caller
 
 
 @dataclass(frozen=True, slots=True, eq=True)
@@ -307,7 +312,7 @@ def build_run(
     clean_extra: dict[str, Any] = {}
     if extra:
         for key, value in extra.items():
-            if key in _CORE_KEYS or key == "crc":
+            if key in _CORE_KEYS or key in _RESERVED:
                 raise InvalidRecordError(f"{key!r} is a reserved record field", key)
             clean_extra[key] = normalize_value(value, key, allow_nonfinite=False)
     if run_id is not None and (type(run_id) is not str or not run_id.strip() or "\n" in run_id):

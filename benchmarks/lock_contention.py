@@ -50,9 +50,9 @@ class _TimedJournal(Journal):
 
     waits: list[float]
 
-    def _acquire(self) -> None:
+    def _acquire(self, timeout: float | None = None) -> None:
         start = time.perf_counter()
-        super()._acquire()
+        super()._acquire(timeout)
         self.waits.append(time.perf_counter() - start)
 
 

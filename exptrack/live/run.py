@@ -108,7 +108,9 @@ class ActiveRun:
         self._previous_sigterm: Any = None
         self._steps: dict[str, int] = {}
         self._stepped: set[str] = set()
-        self._history_lock = threading.Lock()
+        # Every public method holds it: one run may be fed by a training thread and a callback
+        # thread at once, and its params, tags, history and marker must stay consistent.
+        self._lock = threading.RLock()
         # The process that owns the run: a forked worker that logs a param must not put its own
         # pid in the marker, or recover() would log the run as killed once the worker exits.
         self._pid = os.getpid()
@@ -145,6 +147,10 @@ class ActiveRun:
 
     def finish(self, status: str = "finished", *, error: BaseException | None = None) -> Run:
         """Append the run's single line (idempotent: a second call returns the same record)."""
+        with self._lock:
+            return self._finish(status, error)
+
+    def _finish(self, status: str, error: BaseException | None) -> Run:
         if self.record is not None:
             return self.record
         extra = dict(self._extra)
@@ -180,18 +186,24 @@ class ActiveRun:
 
     def log_param(self, name: str, value: object) -> None:
         """Add or change one parameter (validated now, so a bad value fails at the call site)."""
-        self.params.update(normalize_value({name: value}, "params"))
-        self._update_marker()
+        clean = normalize_value({name: value}, "params")
+        with self._lock:
+            self.params.update(clean)
+            self._update_marker()
 
     def log_params(self, params: Mapping[str, object]) -> None:
-        self.params.update(normalize_value(dict(params), "params"))
-        self._update_marker()
+        clean = normalize_value(dict(params), "params")
+        with self._lock:
+            self.params.update(clean)
+            self._update_marker()
 
     def set_tag(self, tag: str) -> None:
-        for item in normalize_tags(tag):
-            if item not in self.tags:
-                self.tags.append(item)
-        self._update_marker()
+        clean = normalize_tags(tag)
+        with self._lock:
+            for item in clean:
+                if item not in self.tags:
+                    self.tags.append(item)
+            self._update_marker()
 
     def log_metric(self, name: str, value: float, step: int | None = None) -> None:
         """Record a metric value; with ``step`` it is one point of the metric's history.
@@ -201,15 +213,16 @@ class ActiveRun:
         and their steps (``history``).
         """
         clean = normalize_metrics({name: value})[name]
-        if step is None:
-            step = self._steps.get(name, -1) + 1
-        else:
-            step = _step(step, name)
-            self._stepped.add(name)
-        self._steps[name] = step
-        self.metrics[name] = clean
-        self.history.setdefault(name, MetricHistory()).add(clean, step)
-        self._append_history({"name": name, "step": step, "value": clean, "time": time.time()})
+        given = None if step is None else _step(step, name)
+        with self._lock:
+            if given is None:
+                given = self._steps.get(name, -1) + 1
+            else:
+                self._stepped.add(name)
+            self._steps[name] = given
+            self.metrics[name] = clean
+            self.history.setdefault(name, MetricHistory()).add(clean, given)
+            self._append_history({"name": name, "step": given, "value": clean, "time": time.time()})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         for name, value in metrics.items():
@@ -231,10 +244,11 @@ class ActiveRun:
         return ref
 
     def _list_artifact(self, label: str, ref: BlobRef) -> None:
-        self.artifacts[label] = {"sha256": ref.sha256, "size": ref.size}
+        with self._lock:
+            self.artifacts[label] = {"sha256": ref.sha256, "size": ref.size}
+            self._update_marker()
         logger.info("run %s stored artifact %s (%d bytes, sha256 %s)", self.run_id, label, ref.size,
                     ref.sha256[:12], extra=self.tracker._log_extra)
-        self._update_marker()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -277,13 +291,11 @@ class ActiveRun:
     def _append_history(self, point: dict[str, object]) -> None:
         line = codec.dumps(point) + b"\n"
         try:
-            if self._history_fd < 0:
-                with self._history_lock:  # two threads logging the first point open it once
-                    if self._history_fd < 0:
-                        os.makedirs(self._history_path.parent, exist_ok=True)
-                        self._history_fd = fs().open(
-                            str(self._history_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
-                        )
+            if self._history_fd < 0:  # called with self._lock held: opened once
+                os.makedirs(self._history_path.parent, exist_ok=True)
+                self._history_fd = fs().open(
+                    str(self._history_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+                )
             from exptrack.store.journal import io_write_all
 
             io_write_all(self._history_fd, line)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from exptrack.errors import (
     CorruptStoreError,
@@ -36,6 +38,22 @@ logger = logging.getLogger(__name__)
 
 
 Where = str | Callable[[Mapping[str, Any]], bool] | None
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_R = TypeVar("_R", bound="StoreReader")
+
+
+def _serialized(method: Callable[Concatenate[_R, _P], _T]) -> Callable[Concatenate[_R, _P], _T]:
+    """Run ``method`` holding the reader's lock: the index is refreshed in place, so two threads
+    sharing one tracker must not refresh it (or read it mid-refresh) at the same time."""
+
+    def locked(self: _R, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    functools.update_wrapper(locked, method)
+    return locked
 
 
 def _compile(where: Where) -> Callable[[Mapping[str, Any]], bool] | None:
@@ -91,6 +109,7 @@ class StoreReader:
         self._reported: set[int] = set()
         self.last_corrupt: list[CorruptLine] = []
         self._index: LogIndex | None = None
+        self._lock = threading.RLock()
         self.last_unchecked = 0  # valid runs without a checksum seen by the last complete scan
 
     def scan(self, *, final: bool | None = None) -> Iterator[Run | CorruptLine]:
@@ -99,22 +118,25 @@ class StoreReader:
         ``final`` decides whether an unterminated last line is reported as torn (True) or left
         pending (False); by default it is torn only when no writer holds the lock.
         """
-        index = self._indexed()
+        with self._lock:  # a snapshot of the index: another thread may refresh it meanwhile
+            index = self._indexed()
+            if index is not None:
+                # The index already knows which lines repeat an earlier run id: the scan needs no
+                # set of every id (memory stays constant), and it reads the snapshot the index saw.
+                duplicates = {c.offset: c for c in index.corrupt if c.reason.startswith("duplicate run_id")}
+                size_seen, unchecked = index.size_seen, index.unchecked
         if index is None:
             yield from self._scan_without_index(final)
             return
-        # The index already knows which lines repeat an earlier run id: the scan needs no set of
-        # every id (memory stays constant), and it reads the same snapshot the index describes.
-        duplicates = {c.offset: c for c in index.corrupt if c.reason.startswith("duplicate run_id")}
         from exptrack.store.scan import LogScan
 
-        scan = LogScan(str(self.runs_path), end=index.size_seen)
+        scan = LogScan(str(self.runs_path), end=size_seen)
         for item in scan:
             if duplicates and type(item) is Run and item.offset in duplicates:
                 yield duplicates[item.offset]
             else:
                 yield item
-        self.last_unchecked = index.unchecked
+        self.last_unchecked = unchecked
         if scan.pending and (final if final is not None else self._tail_is_stable(scan)):
             yield CorruptLine(scan.lines + 1, scan.end_offset, scan.pending, "torn tail (unterminated last line)")
 
@@ -155,6 +177,7 @@ class StoreReader:
                 self._report(item)  # type: ignore[arg-type]
                 corrupt.append(item)  # type: ignore[arg-type]
 
+    @_serialized
     def get_run(self, run_id: str) -> Run:
         """The run with this id, or the only run whose id starts with it.
 
@@ -186,6 +209,7 @@ class StoreReader:
         """
         return self.top_runs(metric, 1, mode=mode, where=where)[0]
 
+    @_serialized
     def top_runs(self, metric: str, k: int = 10, *, mode: str | None = None, where: Where = None) -> list[Run]:
         """The ``k`` best runs by ``metric``, best first; see :meth:`best_run`."""
         chosen = resolve_mode(metric, mode)
@@ -215,6 +239,7 @@ class StoreReader:
             self._raise_nothing_to_rank(metric, where)
         return result
 
+    @_serialized
     def summary(self, *, where: Where = None) -> dict[str, Any]:
         """Total runs, corrupt lines, runs per status and per-metric count/min/max/mean/std/best."""
         full = self._indexed()
@@ -238,6 +263,7 @@ class StoreReader:
         result["unchecked_runs"] = self.last_unchecked
         return result
 
+    @_serialized
     def corrupt_lines(self) -> list[CorruptLine]:
         """Every line of the log that is not a valid run, with line number, offset and reason."""
         index = self._indexed()
@@ -274,6 +300,7 @@ class StoreReader:
 
         return run_sql(self.runs(), query)
 
+    @_serialized
     def refresh_index(self, progress: Callable[[int, int], None] | None = None) -> IndexStats:
         """Bring the index (``<store>/.index``) up to date with the log and describe it.
 
@@ -285,6 +312,7 @@ class StoreReader:
             raise StorageError(0, "index", self.store / ".index")
         return index.stats()
 
+    @_serialized
     def index_stats(self) -> IndexStats:
         """What the index holds now (watermark, runs, corrupt lines...), without refreshing it."""
         if self._index is None:

@@ -14,6 +14,16 @@ Protocol for one append (one or many pre-encoded lines):
    overlap; the record is acknowledged only when the sync returned).
 
 The lock file is never deleted: deleting it races a waiter that already opened it.
+
+Threads and forks.  ``flock`` excludes open file descriptions, not threads: two threads of one
+process appending through the same descriptor would both "hold" it.  So a ``threading.Lock``
+serialises the threads of a process around open + lock + write, and the descriptors are opened
+once under it.  A forked child inherits the descriptors -- and with them the parent's lock, which
+would then outlive a parent killed mid-append for as long as the child lives (a DataLoader
+worker, a pool process).  An ``os.register_at_fork`` hook therefore closes the child's copies
+of every journal's descriptors at once (closing a copy never releases the parent's lock; the
+lock is released when the last copy goes) and gives the child fresh thread locks; a child that
+writes reopens its own.  ``O_CLOEXEC`` covers ``exec`` (subprocesses).
 """
 
 from __future__ import annotations
@@ -22,7 +32,9 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
+import weakref
 from collections.abc import Sequence
 
 from exptrack.errors import LockTimeoutError, StorageError
@@ -81,19 +93,23 @@ class Journal:
         self._pid = -1
         self._mark_key = _CHECK
         self._holder = b""
+        # Serialises this process's threads: flock cannot tell them apart (one description).
+        self._thread_lock = threading.Lock()
+        _JOURNALS.add(self)
 
     # -- descriptors ---------------------------------------------------------------------------
 
     def _ensure_open(self) -> None:
-        """Open (or, in a forked child, reopen) the descriptors.
+        """Open the descriptors (called with the thread lock held).
 
-        A child of ``fork`` inherits the parent's open file description, and ``flock`` locks belong
-        to the description: parent and child would then share one lock and exclude nothing.
+        A forked child never reaches here with its parent's descriptors: the at-fork hook closed
+        them (``_after_fork_in_child``), so the child opens descriptions of its own and its
+        ``flock`` excludes the parent as it should.
         """
         pid = os.getpid()
         if self._pid == pid:
             return
-        if self._pid != -1:  # inherited from the parent: forget, never close (the parent uses them)
+        if self._pid != -1:  # a fork the hook did not see (os.fork from C): never close, forget
             self._fd = self._lock_fd = -1
         io = fs()
         try:
@@ -123,19 +139,40 @@ class Journal:
 
     def close(self) -> None:
         """Close the descriptors; the next append reopens them."""
+        with self._thread_lock:
+            self._close_descriptors()
+
+    def _close_descriptors(self) -> None:
         if self._pid == os.getpid():
             for fd in (self._fd, self._lock_fd):
                 if fd >= 0:
                     try:
-                        fs().close(fd)
+                        os.close(fd)  # not through fs(): a fault injected here would leak the lock
                     except OSError:
                         logger.debug("closing descriptor %d failed", fd, exc_info=True)
         self._fd = self._lock_fd = -1
         self._pid = -1
 
+    def _after_fork_in_child(self) -> None:
+        """In a freshly forked child: drop the copies of the parent's descriptors.
+
+        Closing the lock descriptor's copy is what matters: while any copy of the parent's open
+        file description is open, its ``flock`` stays held, so a child that outlives a parent
+        killed mid-append would block every writer.  The parent's own copy keeps its lock.
+        """
+        self._thread_lock = threading.Lock()  # another thread may have held it at the fork
+        for fd in (self._fd, self._lock_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._lock_fd = -1
+        self._pid = -1
+
     # -- the lock ------------------------------------------------------------------------------
 
-    def _acquire(self) -> None:
+    def _acquire(self, timeout: float | None = None) -> None:
+        if timeout is None:
+            timeout = self.lock_timeout
         io = fs()
         fd = self._lock_fd
         try:
@@ -150,7 +187,7 @@ class Journal:
                     self._write_holder(fd)
                     return
             start = time.monotonic()
-            deadline = start + self.lock_timeout
+            deadline = start + max(timeout, 0.0)
             delay = _POLL_START
             while True:
                 time.sleep(delay)
@@ -195,20 +232,27 @@ class Journal:
                 consistent: at worst it ends in a partial line that the next append fences off.
         """
         data = lines[0] if len(lines) == 1 else b"".join(lines)
-        self._ensure_open()
-        self._acquire()
+        started = time.monotonic()
+        if not self._thread_lock.acquire(timeout=self.lock_timeout):
+            raise LockTimeoutError(self.lock_path, self.lock_timeout, f"another thread of pid {os.getpid()}")
         try:
-            start = self._write_locked(data)
+            self._ensure_open()
+            self._acquire(self.lock_timeout - (time.monotonic() - started))
+            try:
+                start = self._append_locked(data)
+            finally:
+                self._release()
+            lock_fd, fd = self._lock_fd, self._fd
         finally:
-            self._release()
+            self._thread_lock.release()
         if self.durable:
             try:
-                self._sync(start + len(data))
+                self._sync(start + len(data), fd, lock_fd)
             except OSError as exc:
                 raise StorageError(exc.errno or 0, "sync the run log", self.path) from exc
         return start
 
-    def _sync(self, end: int) -> None:
+    def _sync(self, end: int, fd: int, lock_fd: int) -> None:
         """Make the log durable up to ``end``, sharing ``fsync`` calls between processes.
 
         Group commit through two watermarks in the lock file: while another process's fsync is in
@@ -218,7 +262,6 @@ class Journal:
         died mid-sync is waited for at most ``_MAX_SYNC_WAIT``.
         """
         io = fs()
-        lock_fd = self._lock_fd
         key = self._mark_key
         deadline = 0.0
         while True:
@@ -233,11 +276,15 @@ class Journal:
             elif now >= deadline:
                 break
             time.sleep(50e-6)
-        target = io.size(self._fd)
+        target = io.size(fd)
         _raise_mark(lock_fd, _SYNCING_AT, target, key)
-        io.fsync(self._fd)
+        io.fsync(fd)
         _raise_mark(lock_fd, _SYNCED_AT, target, key)
 
+
+    def _append_locked(self, data: bytes) -> int:
+        """Append ``data`` with both the thread lock and the file lock held; return its offset."""
+        return self._write_locked(data)
 
     def _write_locked(self, data: bytes) -> int:
         io = fs()
@@ -256,6 +303,18 @@ class Journal:
         except OSError as exc:
             raise StorageError(exc.errno or 0, "append to the run log", self.path) from exc
         return size
+
+
+_JOURNALS: weakref.WeakSet[Journal] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for journal in list(_JOURNALS):
+        journal._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _read_mark(fd: int, at: int, key: int) -> int:

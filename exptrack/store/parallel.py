@@ -3,6 +3,12 @@
 A forked child scans one part while the parent scans the other; the parts merge exactly because
 statistics are folded by log block (``reducers.BLOCK_SHIFT``).  The child reports progress and its
 result through a pipe.
+
+A helper never outlives its reader: a reader killed mid-scan (``timeout 1 exptrack best``, Ctrl-C,
+SIGKILL) would otherwise leave the helper blocked forever writing its result into a pipe whose
+read end the helper itself inherited.  The helper closes that read end, and asks the kernel for
+SIGKILL when its parent dies (``PR_SET_PDEATHSIG``), checking once that the parent did not die
+before the request was made.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from collections.abc import Mapping
@@ -67,8 +74,27 @@ def _start_method() -> str | None:
     return "fork"
 
 
-def _child(conn: Any, progress: Any, path: str, start: int, end: int, exclude: Mapping[int, str],
-           predicate: Predicate | None) -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent exits (Linux); exit now if it already has."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: the closed pipe end still ends a blocked send
+        logger.debug("PR_SET_PDEATHSIG unavailable", exc_info=True)
+    if os.getppid() != parent:  # the parent died before the request: nobody will read the result
+        os._exit(1)
+
+
+def _child(conn: Any, theirs: Any, parent: int, progress: Any, path: str, start: int, end: int,
+           exclude: Mapping[int, str], predicate: Predicate | None) -> None:
+    die_with_parent(parent)
+    theirs.close()  # the parent's read end: while this copy is open, a dead parent never shows
+
     def tick(done: int) -> None:
         progress.value = done
 
@@ -104,7 +130,8 @@ def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str]
     for lo, hi in pairwise(cuts[1:]):
         counter = ctx.Value("q", 0, lock=False)
         receive, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_child, args=(send, counter, path, lo, hi, exclude, predicate), daemon=True)
+        child = ctx.Process(target=_child, args=(send, receive, os.getpid(), counter, path, lo, hi, exclude,
+                                                 predicate), daemon=True)
         child.start()
         send.close()
         children.append((child, receive, lo, hi))

@@ -21,6 +21,8 @@ polling page fetches only what changed.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ from exptrack.ui.assets import STATIC_DIR, plotly_js_path
 from exptrack.ui.views import DEFAULT_CURVE_POINTS, DEFAULT_POINTS, StoreView
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+_RENDERED = 64  # serialized answers kept (pages, filters, runs viewed) for the current version
 
 # The page loads only its own files; user data is never markup, and this makes an injected
 # script inert even if a bug put one in the DOM.  Plotly sets inline styles, hence 'unsafe-inline'
@@ -70,10 +73,14 @@ class BadRequest(ExptrackError, ValueError):
 
 
 def _json(body: Any, status: int = 200, version: str | None = None) -> Response:
+    return _bytes(codec.dumps(body), status, version)
+
+
+def _bytes(data: bytes, status: int = 200, version: str | None = None) -> Response:
     headers = dict(_SECURITY_HEADERS)
     if version is not None:
         headers["ETag"] = f'"{version}"'
-    return Response(codec.dumps(body), status_code=status, media_type="application/json", headers=headers)
+    return Response(data, status_code=status, media_type="application/json", headers=headers)
 
 
 def _error(exc: Exception, status: int) -> Response:
@@ -102,6 +109,59 @@ def _not_modified(request: Request, version: str) -> bool:
     return request.headers.get("if-none-match", "").strip() == f'"{version}"'
 
 
+class _Renderer:
+    """Serialized answers of the current store version, and the handler around each query.
+
+    Encoding (NaN as ``"NaN"`` needs a walk in Python) costs more than the cached query behind
+    it, so a repeated request reuses the bytes; a request whose ETag matches the store version
+    gets ``304`` before any query runs.
+    """
+
+    def __init__(self, view: StoreView) -> None:
+        self.view = view
+        self.rendered: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def render(self, answer: Callable[[Request], tuple[str, Any]], request: Request) -> tuple[str, bytes | None]:
+        key = (request.url.path, str(request.query_params))
+        version = self.view.version()
+        if _not_modified(request, version):
+            return version, None  # the page already has it: no query, no body
+        with self.lock:
+            hit = self.rendered.get((key[0], key[1], version))
+        if hit is not None:
+            return version, hit
+        version, body = answer(request)
+        data = codec.dumps(body)
+        with self.lock:
+            self.rendered[(key[0], key[1], version)] = data
+            for stale in [k for k in self.rendered if k[2] != version]:
+                del self.rendered[stale]
+            while len(self.rendered) > _RENDERED:
+                self.rendered.popitem(last=False)
+        return version, data
+
+    def endpoint(self, answer: Callable[[Request], tuple[str, Any]]) -> Handler:
+        """Run a blocking query in the thread pool and turn exptrack errors into JSON errors."""
+
+        async def handle(request: Request) -> Response:
+            try:
+                version, data = await run_in_threadpool(self.render, answer, request)
+            except (FilterSyntaxError, QueryError, BadRequest) as exc:
+                return _error(exc, 400)
+            except (RunNotFoundError, LookupError) as exc:
+                return _error(exc, 404)
+            except ArtifactIntegrityError as exc:
+                return _error(exc, 409)
+            except ExptrackError as exc:
+                return _error(exc, 500)
+            if data is None:
+                return Response(status_code=304, headers={"ETag": f'"{version}"', **_SECURITY_HEADERS})
+            return _bytes(data, version=version)
+
+        return handle
+
+
 def create_app(tracker: ExperimentTracker, *, allowed_hosts: tuple[str, ...] = LOCAL_HOSTS) -> Starlette:
     """The web view of ``tracker``'s store.
 
@@ -111,26 +171,7 @@ def create_app(tracker: ExperimentTracker, *, allowed_hosts: tuple[str, ...] = L
             that reach a local server under another name (DNS rebinding).
     """
     view = StoreView(tracker)
-
-    def endpoint(answer: Callable[[Request], tuple[str, Any]]) -> Handler:
-        """Run a blocking query in the thread pool and turn exptrack errors into JSON errors."""
-
-        async def handle(request: Request) -> Response:
-            try:
-                version, body = await run_in_threadpool(answer, request)
-            except (FilterSyntaxError, QueryError, BadRequest) as exc:
-                return _error(exc, 400)
-            except (RunNotFoundError, LookupError) as exc:
-                return _error(exc, 404)
-            except ArtifactIntegrityError as exc:
-                return _error(exc, 409)
-            except ExptrackError as exc:
-                return _error(exc, 500)
-            if _not_modified(request, version):
-                return Response(status_code=304, headers={"ETag": f'"{version}"', **_SECURITY_HEADERS})
-            return _json(body, version=version)
-
-        return handle
+    endpoint = _Renderer(view).endpoint
 
     def version(_request: Request) -> tuple[str, Any]:
         tag = view.version()

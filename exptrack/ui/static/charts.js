@@ -8,6 +8,7 @@
 ET.charts = {
   config: { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["sendDataToCloud"] },
   MISSING: "(missing)",
+  tick: (v) => (Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(3)))),
 
   note(id, points, what) {
     const node = document.getElementById(id);
@@ -61,13 +62,13 @@ ET.charts = {
       if (lo === hi) { lo -= 1; hi += 1; }
       const missingAt = lo - (hi - lo) * 0.12;
       const dim = { label: name + (canLog ? " (log)" : ""), values: values.map((v) => (typeof v === "number" ? tf(v) : missingAt)),
-        range: [hasMissing ? missingAt : lo, hi], kind: "numeric", log: canLog, missingAt: hasMissing ? missingAt : null, field: name };
+        range: [hasMissing ? missingAt : lo, hi], lo, kind: "numeric", log: canLog, missingAt: hasMissing ? missingAt : null, field: name };
       if (hasMissing || canLog) {
         const ticks = [];
         const count = 5;
         for (let i = 0; i <= count; i += 1) ticks.push(lo + ((hi - lo) * i) / count);
         dim.tickvals = (hasMissing ? [missingAt] : []).concat(ticks);
-        dim.ticktext = (hasMissing ? [ET.charts.MISSING] : []).concat(ticks.map((t) => ET.format(canLog ? 10 ** t : t)));
+        dim.ticktext = (hasMissing ? [ET.charts.MISSING] : []).concat(ticks.map((t) => ET.charts.tick(canLog ? 10 ** t : t)));
       }
       return dim;
     }

@@ -25,7 +25,7 @@ ET.pcoords = {
    * last one colours the lines.  onBrush(ranges) gets one [lo, hi] or null per axis. */
   draw(node, dims, onBrush) {
     node.textContent = "";
-    const width = Math.max(600, node.clientWidth || 1100), height = 480, top = 50, bottom = height - 40;
+    const width = Math.max(600, node.clientWidth || 1100), height = 500, top = 66, bottom = height - 40;
     const left = 110, right = width - 110, n = dims.length;
     const xs = dims.map((_, i) => (n === 1 ? (left + right) / 2 : left + ((right - left) * i) / (n - 1)));
     const ys = dims.map((d) => (v) => bottom - ((v - d.range[0]) / (d.range[1] - d.range[0] || 1)) * (bottom - top));
@@ -37,8 +37,11 @@ ET.pcoords = {
     for (let r = 0; r < rows; r += 1) {
       let d = "";
       dims.forEach((dim, i) => { d += (i ? "L" : "M") + xs[i].toFixed(1) + "," + ys[i](dim.values[r]).toFixed(1); });
-      const t = (colorDim.values[r] - colorDim.range[0]) / (colorDim.range[1] - colorDim.range[0] || 1);
-      const path = ET.pcoords.svg("path", { d, stroke: ET.pcoords.color(t), "data-row": r });
+      // runs without the metric are grey: the colour scale spans the values that exist
+      const value = colorDim.values[r], low = colorDim.lo !== undefined ? colorDim.lo : colorDim.range[0];
+      const missing = colorDim.missingAt !== null && colorDim.missingAt !== undefined && value === colorDim.missingAt;
+      const t = (value - low) / (colorDim.range[1] - low || 1);
+      const path = ET.pcoords.svg("path", { d, stroke: missing ? "#b8bec8" : ET.pcoords.color(t), "data-row": r });
       paths.push(path);
       lines.append(path);
     }
@@ -54,13 +57,14 @@ ET.pcoords = {
       const axis = ET.pcoords.svg("g", { class: "axis", "data-axis": dim.field || dim.label });
       axis.append(ET.pcoords.svg("line", { x1: xs[i], x2: xs[i], y1: top, y2: bottom }));
       const ticks = dim.tickvals || [0, 0.25, 0.5, 0.75, 1].map((f) => dim.range[0] + f * (dim.range[1] - dim.range[0]));
-      const texts = dim.ticktext || ticks.map((v) => ET.format(v));
+      const texts = dim.ticktext || ticks.map((v) => ET.charts.tick(v));
       ticks.forEach((v, k) => {
         const y = ys[i](v);
         axis.append(ET.pcoords.svg("line", { x1: xs[i] - 4, x2: xs[i], y1: y, y2: y }));
         axis.append(ET.pcoords.svg("text", { x: xs[i] - 7, y: y + 4, "text-anchor": "end", class: "tick" }, texts[k]));
       });
-      const title = ET.pcoords.svg("text", { x: xs[i], y: top - 18, "text-anchor": "middle", class: "label" }, dim.label);
+      // labels alternate between two rows so long names of neighbouring axes never overlap
+      const title = ET.pcoords.svg("text", { x: xs[i], y: top - (i % 2 ? 14 : 34), "text-anchor": "middle", class: "label" }, dim.label);
       axis.append(title);
       const band = ET.pcoords.svg("rect", { x: xs[i] - 12, y: top, width: 24, height: bottom - top, class: "brush-zone" });
       const shown = ET.pcoords.svg("rect", { x: xs[i] - 8, width: 16, y: 0, height: 0, class: "brush", visibility: "hidden" });

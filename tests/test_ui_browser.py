@@ -124,7 +124,7 @@ def test_live_page(browser: Any, store: Path, tmp_path: Path) -> None:
     tracker, ids = hostile_store(store)
     with live_ui(store) as url:
         browser.get(url)
-        assert wait_for(lambda: len(rows(browser)) == 41, "the table's rows")
+        assert wait_for(lambda: len(rows(browser)) == len(ids), "the table's rows")
         assert rows(browser) == ids[::-1]  # newest first
         assert console_errors(browser) == []  # the page loaded cleanly
         table_text = browser.find_element(By.ID, "runs-table").text
@@ -146,7 +146,7 @@ def test_live_page(browser: Any, store: Path, tmp_path: Path) -> None:
         assert "unknown operator" in error.text
         box.clear()
         box.send_keys(Keys.ENTER)
-        assert wait_for(lambda: len(rows(browser)) == 41, "all rows again")
+        assert wait_for(lambda: len(rows(browser)) == len(ids), "all rows again")
 
         # sort by a column (server side)
         browser.find_element(By.CSS_SELECTOR, '#runs-table th[data-column="metrics.accuracy"]').click()
@@ -172,14 +172,15 @@ def test_live_page(browser: Any, store: Path, tmp_path: Path) -> None:
         check_views(browser, tmp_path, "live")
 
         # learning curves of the selected run that logged a history
-        browser.execute_script("ET.state.selected = new Set([arguments[0]])", ids[-1])
+        browser.execute_script("ET.state.selected = new Set([arguments[0]])", tracker.best_run("val_loss").run_id)
         show(browser, "curves")
         assert wait_for(lambda: chart_drawn(browser, "#curves-chart .scatterlayer .js-line") >= 1, "learning curves")
         browser.save_screenshot(str(tmp_path / "live-curves.png"))
 
         # the run page: sections, reproduce steps, the history chart
-        show(browser, "run/" + ids[-1])
-        assert wait_for(lambda: ids[-1] in browser.find_element(By.ID, "reproduce-steps").text, "the run page")
+        history_run = tracker.best_run("val_loss").run_id
+        show(browser, "run/" + history_run)
+        assert wait_for(lambda: history_run in browser.find_element(By.ID, "reproduce-steps").text, "the run page")
         assert wait_for(lambda: chart_drawn(browser, "#run-history-chart .js-line") >= 1, "the run's history")
         sections = {s.get_attribute("data-section") for s in browser.find_elements(By.CSS_SELECTOR, ".run-section")}
         assert {"reproduce", "params", "metrics", "history"} <= sections
@@ -190,7 +191,7 @@ def test_live_page(browser: Any, store: Path, tmp_path: Path) -> None:
 
 
 def test_brushing_an_axis_filters_the_table(browser: Any, store: Path) -> None:
-    tracker, _ = hostile_store(store)
+    tracker, ids = hostile_store(store)
     with live_ui(store) as url:
         browser.get(url + "#parallel")
         choice = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, '#parallel-metric option[value="accuracy"]'),
@@ -205,7 +206,7 @@ def test_brushing_an_axis_filters_the_table(browser: Any, store: Path) -> None:
         where = wait_for(lambda: browser.find_element(By.ID, "filter").get_attribute("value"), "the brush's filter")
         assert "metrics.accuracy >=" in where
         expected = {run.run_id for run in tracker.runs(where=where)}
-        assert 0 < len(expected) < 41
+        assert 0 < len(expected) < len(ids)
         info = wait_for(lambda: browser.find_element(By.ID, "brush-info").text, "the brush summary")
         assert f"{len(expected)} runs" in info
         show(browser, "runs")
@@ -214,10 +215,10 @@ def test_brushing_an_axis_filters_the_table(browser: Any, store: Path) -> None:
 
 
 def test_live_updates_and_pauses_while_hidden(browser: Any, store: Path) -> None:
-    tracker, _ = hostile_store(store, 3)
+    tracker, ids = hostile_store(store, 3)
     with live_ui(store) as url:
         browser.get(url)
-        assert wait_for(lambda: len(rows(browser)) == 4, "the first rows")
+        assert wait_for(lambda: len(rows(browser)) == len(ids), "the first rows")
         new = tracker.log_run(params={"model": "fresh"}, metrics={"accuracy": 0.1})
         assert wait_for(lambda: rows(browser)[:1] == [new.run_id], "the appended run to appear")
         # hide the tab: polling stops; show it again: it resumes at once
@@ -257,7 +258,7 @@ def test_report_opens_offline_with_the_same_views(browser: Any, store: Path, tmp
     assert result.exit_code == 0, result.output
     network_requests(browser)  # drain what the browser did before opening the file (its new tab page)
     browser.get(report.as_uri())
-    assert wait_for(lambda: len(rows(browser)) == 41, "the report's rows")
+    assert wait_for(lambda: len(rows(browser)) == len(ids), "the report's rows")
     assert rows(browser) == ids[::-1]
     assert XSS_TAG in browser.find_element(By.ID, "runs-table").text
     browser.save_screenshot(str(tmp_path / "report-runs.png"))
@@ -269,7 +270,7 @@ def test_report_opens_offline_with_the_same_views(browser: Any, store: Path, tmp
     assert wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, '#compare-table tr[data-field="params.lr"]'),
                     "the report's comparison")
     check_views(browser, tmp_path, "report")
-    show(browser, "run/" + ids[-1])
+    show(browser, "run/" + tracker.best_run("val_loss").run_id)
     assert wait_for(lambda: chart_drawn(browser, "#run-history-chart .js-line") >= 1, "the run page in the report")
     assert_no_script_ran(browser)
     assert console_errors(browser) == []

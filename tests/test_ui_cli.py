@@ -13,7 +13,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("plotly")
 
 from click.testing import CliRunner
-from ui_support import XSS_METRIC, XSS_NOTE, XSS_PARAM, XSS_TAG, hostile_store, live_ui
+from ui_support import XSS_METRIC, XSS_NOTE, XSS_PARAM, XSS_RUN_ID, XSS_TAG, hostile_store, live_ui
 
 from exptrack.cli import cli
 from exptrack.ui.render import embed_json, inline_script
@@ -51,7 +51,7 @@ def test_ui_without_a_store_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_report_embeds_the_data_inertly(store: Path, tmp_path: Path) -> None:
-    _, ids = hostile_store(store)
+    tracker, ids = hostile_store(store)
     out = tmp_path / "report.html"
     result = CliRunner().invoke(cli, ["--store", str(store), "report", "-o", str(out)])
     assert result.exit_code == 0, result.output
@@ -59,7 +59,7 @@ def test_report_embeds_the_data_inertly(store: Path, tmp_path: Path) -> None:
     assert re.search(r"<script[^>]+src=", html) is None  # everything inline
     assert "<link" not in html.replace('<link rel="icon" href="data:,">', "")
     assert "connect-src 'none'" in html  # the file's own policy forbids requests
-    for payload in (XSS_PARAM, XSS_TAG, XSS_METRIC, XSS_NOTE):
+    for payload in (XSS_PARAM, XSS_TAG, XSS_METRIC, XSS_NOTE, XSS_RUN_ID):
         assert payload not in html  # only ever inside the escaped JSON
     data = re.search(r'<script type="application/json" id="exptrack-data">(.*?)</script>', html, re.S)
     assert data is not None
@@ -67,7 +67,8 @@ def test_report_embeds_the_data_inertly(store: Path, tmp_path: Path) -> None:
     assert [run["run_id"] for run in embedded["runs"]] == ids
     assert embedded["runs"][0]["tags"][0] == XSS_TAG
     assert embedded["runs"][0]["note_text"] == XSS_NOTE
-    assert embedded["orders"]["metrics.accuracy desc"][0] == len(ids) - 1
+    best = tracker.best_run("accuracy").run_id
+    assert embedded["runs"][embedded["orders"]["metrics.accuracy desc"][0]]["run_id"] == best
 
 
 def test_report_where_filters_and_bad_filters_exit_1(store: Path, tmp_path: Path) -> None:
@@ -112,5 +113,5 @@ def test_installed_script_serves_the_api(store: Path) -> None:
         assert url.startswith("http://127.0.0.1:")
         with urllib.request.urlopen(url + "api/runs?limit=2", timeout=30) as response:  # noqa: S310 - loopback
             body = json.loads(response.read())
-        assert body["total"] == 6
+        assert body["total"] == len(ids)
         assert [run["run_id"] for run in body["runs"]] == ids[::-1][:2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,10 +20,16 @@ XSS_PARAM = "<img src=x onerror=alert(1)>"
 XSS_TAG = "</script><script>alert(2)</script>"
 XSS_METRIC = "acc<svg onload=alert(3)>"
 XSS_NOTE = "<!-- </script><img src=x onerror=alert(4)> \u2028\u2029"
+XSS_RUN_ID = "<img src=x onerror=alert(5)>"
 
 
 def hostile_store(store: Path, n: int = 40) -> tuple[ExperimentTracker, list[str]]:
-    """A store whose params, tags, metric names and sections carry script payloads."""
+    """A store whose params, tags, metric names, sections, notes and a run id carry script payloads.
+
+    Returns the tracker and the ids of its valid runs in log order.  The hostile run id is a line
+    written by hand (no checksum); a reader that refuses such ids reports it as corrupt instead,
+    and then it is simply not among the runs.
+    """
     tracker = ExperimentTracker(store, durable=False)
     items = []
     for i in range(n):
@@ -37,7 +44,14 @@ def hostile_store(store: Path, n: int = 40) -> tuple[ExperimentTracker, list[str
             run.log_metric("val_loss", 1.0 / (step + 1), step=step)
         run.log_metric("accuracy", 0.97)
     ids.append(run.run_id)
-    return tracker, ids
+    line = {"schema": 1, "run_id": XSS_RUN_ID, "timestamp": "2026-01-01T00:00:00Z", "status": "finished",
+            "params": {"model": XSS_PARAM, "lr": 0.5}, "metrics": {"accuracy": 0.01}, "tags": [XSS_TAG]}
+    with open(store / "runs.jsonl", "ab") as log:
+        log.write(json.dumps(line).encode() + b"\n")
+    set_note = getattr(tracker, "set_note", None)
+    if callable(set_note):  # notes, once runs have them
+        set_note(ids[0], XSS_NOTE)
+    return tracker, [r.run_id for r in tracker.runs()]
 
 
 def exptrack_command() -> list[str]:

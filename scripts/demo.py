@@ -4,7 +4,11 @@ Four worker processes cross-validate models on scikit-learn's wine data (it ship
 package: nothing is downloaded) and log every trial at once into the same store: params, the
 per-fold accuracy as metric history, the data file's fingerprint, git state, system info and the
 trained model as an artifact.  Then the script prints the best run, the top 5 and the summary,
-and shows how to get the best run back.
+and the commands that take it from there.
+
+The store is ``experiments`` (or ``$EXPTRACK_STORE``), the one ``exptrack`` reads by default, so
+the printed commands run as shown from the same directory.  An existing store that the demo did
+not make is never emptied: pass ``--store DIR`` (the printed commands then carry it too).
 
     python scripts/demo.py [--store DIR] [--workers 4] [--trials 32]
 """
@@ -12,8 +16,10 @@ and shows how to get the best run back.
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import random
+import shlex
 import shutil
 import sys
 import tempfile
@@ -108,7 +114,7 @@ def prepare_store(store: Path, fresh: bool) -> Path:
     """The demo's store (emptied first when it is the demo's own) and the wine data as CSV."""
     if fresh and store.exists():
         if not (store / DEMO_MARK).exists():
-            sys.exit(f"{store} exists and was not made by this demo; pass another --store")
+            sys.exit(f"{store} exists and was not made by this demo; pass another --store (or --keep to add to it)")
         shutil.rmtree(store)
     store.mkdir(parents=True, exist_ok=True)
     (store / DEMO_MARK).touch()
@@ -125,7 +131,8 @@ def prepare_store(store: Path, fresh: bool) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--store", type=Path, default=Path("demo-experiments"))
+    parser.add_argument("--store", type=Path, default=Path(default_store()),
+                        help="store directory (default: exptrack's own default, so its commands find it)")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--seed", type=int, default=7)
@@ -164,10 +171,21 @@ def main() -> None:
 
     model = pickle.loads(tracker.load_artifact(best.run_id, "model.pkl"))  # noqa: S301 - our store, sha256 checked
     print(f"\nbest model loaded back from the store (sha256 verified): {model!r}"[:200])
-    print("\n== get the best run back ==")
-    print(f"  exptrack --store {args.store} show {best.run_id}")
-    print(f"  exptrack --store {args.store} reproduce {best.run_id} --artifact model.pkl --out best_model.pkl")
-    print(f"  exptrack --store {args.store} diff {best.run_id} {top[-1].run_id}")
+    print("\n== get the best run back (run these from this directory) ==")
+    where = "" if args.store == Path(default_store()) else f" --store {shlex.quote(str(args.store))}"
+    for command in (
+        "best accuracy",
+        "top accuracy -k 5",
+        f"show {best.run_id}",
+        f"reproduce {best.run_id} --artifact model.pkl --out best_model.pkl",
+        f"diff {best.run_id} {top[-1].run_id}",
+    ):
+        print(f"  exptrack {command}{where}")
+
+
+def default_store() -> str:
+    """The store ``exptrack`` opens without ``--store``: the printed commands need no option."""
+    return os.environ.get("EXPTRACK_STORE") or "experiments"
 
 
 if __name__ == "__main__":

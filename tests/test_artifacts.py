@@ -138,6 +138,17 @@ def test_flipped_byte_is_detected_and_never_copied(
     assert "does not match" in problem.reason
 
 
+def test_fetch_to_a_bare_file_name_writes_it_in_the_working_directory(
+    store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = store.put_bytes(b"model")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert store.fetch(ref.sha256, "best_model.pkl") == Path("best_model.pkl")  # `--out best_model.pkl`
+    assert (work / "best_model.pkl").read_bytes() == b"model"
+
+
 def test_fetch_keeps_an_existing_file_unless_told_to_overwrite(store: ArtifactStore, tmp_path: Path) -> None:
     ref = store.put_bytes(b"new")
     dest = tmp_path / "model.pkl"

@@ -336,3 +336,37 @@ def test_python_dash_m(store: Path) -> None:
     result = json.loads(summary.stdout)
     assert result["total_runs"] == 1
     assert result["metrics"]["loss"]["best_run_id"] == logged.stdout.strip()
+
+
+# -- --store before or after the command ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["best", "accuracy"], ["top", "accuracy", "-k", "2"], ["runs"], ["summary"], ["check"], ["export"]],
+    ids=lambda args: args[0],
+)
+def test_store_is_accepted_after_the_command_name(filled: list[str], store: Path, tmp_path: Path,
+                                                  args: list[str]) -> None:
+    elsewhere = tmp_path / "elsewhere"  # the group's default store does not exist
+    before = CliRunner().invoke(cli, ["--store", str(store), *args])
+    after = CliRunner().invoke(cli, ["--store", str(elsewhere), *args, "--store", str(store)])
+    assert before.exit_code == 0, before.output
+    assert after.exit_code == 0, after.output
+    assert after.stdout == before.stdout
+
+
+def test_store_after_the_command_with_the_installed_script(filled: list[str], store: Path, tmp_path: Path) -> None:
+    script = shutil.which("exptrack")
+    assert script is not None, "the exptrack console script is not installed (pip install -e .)"
+    env = {k: v for k, v in os.environ.items() if k != "EXPTRACK_STORE"}
+    done = subprocess.run([script, "best", "accuracy", "--store", str(store)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=HANG_GUARD, check=False)
+    assert done.returncode == 0, done.stderr
+    with ExperimentTracker(store) as tracker:
+        assert tracker.best_run("accuracy").run_id in done.stdout
+    logged = subprocess.run([script, "log", "-m", "accuracy=0.5", "--store", str(tmp_path / "new")], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=HANG_GUARD, check=False)
+    assert logged.returncode == 0, logged.stderr
+    assert (tmp_path / "new" / "runs.jsonl").exists()
+    assert not (tmp_path / "experiments").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +22,14 @@ HANG_GUARD = 600.0  # seconds; a hung worker pool must not hang the suite (not a
 
 def test_demo_records_capture_and_ends_with_how_to_reproduce(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    store = tmp_path / "demo-store"
+    # run as a person does: no --store, in a directory of their own; the printed commands must
+    # then work as shown from that same directory
+    store = tmp_path / "experiments"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("EXPTRACK_STORE", None)
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--store", str(store), "--trials", "8", "--workers", "4"],
-        cwd=ROOT,
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--trials", "8", "--workers", "4"],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
@@ -35,7 +39,7 @@ def test_demo_records_capture_and_ends_with_how_to_reproduce(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     out = done.stdout
     for heading in ("== best run (accuracy) ==", "== top 5 by accuracy ==", "== summary ==",
-                    "== get the best run back =="):
+                    "== get the best run back (run these from this directory) =="):
         assert heading in out
     summary_block = out.split("== summary ==", 1)[1]
     assert "runs: 8" in summary_block
@@ -43,12 +47,12 @@ def test_demo_records_capture_and_ends_with_how_to_reproduce(tmp_path: Path) -> 
     assert "best model loaded back from the store (sha256 verified)" in out
 
     try:
-        check_store_and_instructions(store, out, tmp_path)
+        check_store_and_instructions(store, out, tmp_path, env)
     finally:
         detach_store_log(str(store))  # the tracker here and the one the CLI opened
 
 
-def check_store_and_instructions(store: Path, out: str, tmp_path: Path) -> None:
+def check_store_and_instructions(store: Path, out: str, tmp_path: Path, env: dict[str, str]) -> None:
     tracker = ExperimentTracker(store)
     runs = list(tracker.runs())
     best = tracker.best_run("accuracy")
@@ -62,22 +66,33 @@ def check_store_and_instructions(store: Path, out: str, tmp_path: Path) -> None:
     assert -1 not in positions
     assert positions == sorted(positions)  # best first
 
-    # the output ends by showing how to get the best run back
-    tail = out.rstrip("\n").splitlines()[-3:]
-    assert tail == [
-        f"  exptrack --store {store} show {best.run_id}",
-        f"  exptrack --store {store} reproduce {best.run_id} --artifact model.pkl --out best_model.pkl",
-        f"  exptrack --store {store} diff {best.run_id} {top[-1].run_id}",
+    # the output ends with the commands that take it from there, exactly as a person types them
+    tail = out.rstrip("\n").split("== get the best run back (run these from this directory) ==", 1)[1]
+    commands = [line.strip() for line in tail.strip("\n").splitlines()]
+    assert commands == [
+        "exptrack best accuracy",
+        "exptrack top accuracy -k 5",
+        f"exptrack show {best.run_id}",
+        f"exptrack reproduce {best.run_id} --artifact model.pkl --out best_model.pkl",
+        f"exptrack diff {best.run_id} {top[-1].run_id}",
     ]
-
-    # the printed reproduce command works as printed (the output path moved to the test's directory)
-    args = shlex.split(tail[1])[1:]
-    args[args.index("best_model.pkl")] = str(tmp_path / "best_model.pkl")
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code in (0, 3), result.output  # 3: this checkout has moved on since the demo
-    assert f"run {best.run_id}" in result.stdout
+    script = shutil.which("exptrack")
+    assert script is not None, "the exptrack console script is not installed (pip install -e .)"
+    for command in commands:
+        done = subprocess.run([script, *shlex.split(command)[1:]], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=HANG_GUARD, check=False)
+        # reproduce exits 3 when this checkout has moved on since the demo's runs
+        assert done.returncode in ((0, 3) if "reproduce" in command else (0,)), (command, done.stderr)
+        assert "no exptrack store" not in done.stderr
+        if command.startswith(("exptrack best", "exptrack show", "exptrack reproduce")):
+            assert best.run_id[:8] in done.stdout, command
     fetched = (tmp_path / "best_model.pkl").read_bytes()
     assert fetched == tracker.load_artifact(best.run_id, "model.pkl")
+
+    # the same commands with the store named after the subcommand, from anywhere
+    result = CliRunner().invoke(cli, ["best", "accuracy", "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    assert best.run_id[:8] in result.stdout
 
     data_file = str(store / "data" / "wine.csv")
     for run in runs:

@@ -32,14 +32,25 @@ def _set_strict(ctx: click.Context, _param: click.Parameter, value: bool) -> Non
         ctx.meta["exptrack.strict"] = True  # meta is shared by the group's and command's contexts
 
 
+def _set_store(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.meta["exptrack.store"] = value  # after the command name it wins over the group's
+
+
 class _Group(click.Group):
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
-        # ``--strict`` works before or after the command name: `exptrack --strict best acc` and
-        # `exptrack best acc --strict` mean the same.
+        # ``--strict`` and ``--store`` work before or after the command name: `exptrack --store d
+        # best acc` and `exptrack best acc --store d` mean the same (people type both).
         if not any(param.name == "strict" for param in cmd.params):
             cmd.params.append(click.Option(
                 ["--strict"], is_flag=True, expose_value=False, callback=_set_strict,
                 help="Fail (exit 1) on a corrupt log line instead of skipping it.",
+            ))
+        if not any(param.name == "store" for param in cmd.params):
+            cmd.params.append(click.Option(
+                ["--store"], type=click.Path(file_okay=False, path_type=Path), default=None,
+                expose_value=False, callback=_set_store, metavar="DIR",
+                help="Store directory (as `exptrack --store DIR ...`).",
             ))
         super().add_command(cmd, name)
 
@@ -75,10 +86,16 @@ def cli(ctx: click.Context, store: Path, strict: bool) -> None:
     ctx.meta["exptrack.strict"] = strict
 
 
+def store_path(ctx: click.Context) -> Path:
+    """The store directory: ``--store`` after the command name, else the group's option."""
+    chosen: Path | None = ctx.meta.get("exptrack.store")
+    return chosen if chosen is not None else ctx.find_root().obj
+
+
 def _open(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> ExperimentTracker:
     from exptrack.store import RUNS_FILE
 
-    store: Path = ctx.find_root().obj
+    store: Path = store_path(ctx)
     if not create and not (store / RUNS_FILE).exists():
         raise click.ClickException(f"no exptrack store at {store} (no {RUNS_FILE}); log a run first or pass --store")
     kwargs.setdefault("strict", ctx.meta.get("exptrack.strict", False))

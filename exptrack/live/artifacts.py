@@ -112,7 +112,7 @@ def _spool(
             fs().close(closing)
             fs().replace(tmp, dest)
             published = True
-            _fsync_dir(os.path.dirname(dest))
+            _fsync_dir(os.path.dirname(dest) or ".")  # a bare file name lives in the cwd
         return ref
     except OSError as exc:
         if isinstance(exc, StorageError):

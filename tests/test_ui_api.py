@@ -272,3 +272,12 @@ def test_the_server_never_writes_to_the_store(tracker: ExperimentTracker, client
         assert client.get(path).status_code == 200, path
     client.get("/api/runs", params={"sort": "metrics.accuracy desc", "where": "params.model = 'rf'"})
     assert snapshot() == before
+
+
+def test_pages_past_the_newest_runs_kept_in_memory_read_by_id(tracker: ExperimentTracker, client: TestClient,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("exptrack.ui.views.NEWEST", 4)
+    ids = make_store(tracker, 23)
+    pages = [client.get("/api/runs", params={"limit": 5, "offset": start}).json()["runs"] for start in range(0, 25, 5)]
+    assert [run["run_id"] for page in pages for run in page] == ids[::-1]
+    assert pages[4][-1]["params"] == dict(tracker.get_run(ids[0]).params)

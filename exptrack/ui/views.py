@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ DEFAULT_POINTS = 2000
 MAX_POINTS = 20000
 DEFAULT_CURVE_POINTS = 1000
 """Points of one metric's history sent to the page; longer histories are downsampled."""
+NEWEST = 1000
 _CACHED = 16  # answers kept per store view: a few filters x sorts, the current version only
 
 T = TypeVar("T")
@@ -71,6 +72,8 @@ class Selection:
     metrics: set[str] = field(default_factory=set)
     extras: set[str] = field(default_factory=set)
     best: dict[str, dict[str, list[list[Any]]]] = field(default_factory=dict)
+    newest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The newest ``NEWEST`` runs as stored, so the table's first pages need no lookup by id."""
 
 
 # Top-level record sections shown as table columns when runs carry them (names and notes from
@@ -96,7 +99,9 @@ def select(runs: Iterable[Run], max_points: int) -> Selection:
     sample: list[dict[str, Any]] = []
     best_max: dict[str, float] = {}
     best_min: dict[str, float] = {}
+    newest: deque[Run] = deque(maxlen=NEWEST)
     for n, run in enumerate(runs):
+        newest.append(run)
         sel.ids.append(run.run_id)
         sel.params.update(run.params)
         if run.extra:
@@ -125,6 +130,7 @@ def select(runs: Iterable[Run], max_points: int) -> Selection:
         sample = [sample[int(i * step)] for i in range(max_points)]
         stride = max(1, round(len(sel.ids) / max_points))
     sel.sample, sel.stride = sample, stride
+    sel.newest = {run.run_id: run.to_dict() for run in newest}
     return sel
 
 
@@ -256,13 +262,15 @@ class StoreView:
             version, ids = self._cached(("sorted", where, sort), ordered)
             page = ids[offset:offset + limit]
             total = len(ids)
+            known: dict[str, dict[str, Any]] = {}
         else:
             version, sel = self.selection(where)
             total = len(sel.ids)
             stop = max(0, total - offset)
             page = sel.ids[max(0, stop - limit):stop][::-1]  # newest first
+            known = sel.newest
         with self._lock:
-            runs = [self.tracker.get_run(run_id).to_dict() for run_id in page]
+            runs = [known.get(run_id) or self.tracker.get_run(run_id).to_dict() for run_id in page]
         return version, {"runs": runs, "total": total, "limit": limit, "offset": offset}
 
     def columns(self, where: str | None) -> tuple[str, dict[str, Any]]:

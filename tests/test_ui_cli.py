@@ -115,3 +115,19 @@ def test_installed_script_serves_the_api(store: Path) -> None:
             body = json.loads(response.read())
         assert body["total"] == len(ids)
         assert [run["run_id"] for run in body["runs"]] == ids[::-1][:2]
+
+
+def test_report_keeps_the_newest_runs_and_says_so(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("exptrack.ui.render.MAX_REPORT_RUNS", 5)
+    _, ids = hostile_store(store, 12)
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(cli, ["--store", str(store), "report", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"5 of {len(ids)} runs" in result.output
+    data = re.search(r'<script type="application/json" id="exptrack-data">(.*?)</script>', out.read_text(), re.S)
+    assert data is not None
+    embedded = json.loads(data[1])
+    assert [run["run_id"] for run in embedded["runs"]] == ids[-5:]
+    assert embedded["truncated"]
+    assert embedded["total"] == len(ids)
+    assert embedded["points"]["sampled"]

@@ -23,7 +23,7 @@ from exptrack.store import codec
 from exptrack.store.record import utc_timestamp
 from exptrack.tracker import ExperimentTracker
 from exptrack.ui.assets import SCRIPTS, plotly_js_path, static_text
-from exptrack.ui.views import MAX_POINTS, StoreView, reproduce_steps
+from exptrack.ui.views import StoreView, columns_payload, points_payload, reproduce_steps, select
 
 MAX_REPORT_RUNS = 5000
 """Runs embedded whole in a report; beyond it the newest are kept and the page says so."""
@@ -69,11 +69,11 @@ def quote_field(field: str) -> str:
 def report_data(tracker: ExperimentTracker, where: str | None) -> dict[str, Any]:
     """Everything the page asks the API, answered once, for the runs matching ``where``."""
     view = StoreView(tracker)
-    version, selection = view.selection(where, MAX_POINTS)
-    ids = selection.ids[-MAX_REPORT_RUNS:]
-    runs = [tracker.get_run(run_id) for run_id in ids]
-    records = [run.to_dict() for run in runs]
-    _, columns = view.columns(where)
+    version = view.version()
+    # One scan: chart rows, best-so-far traces, and the newest runs whole (no lookup by id).
+    selection = select(tracker.runs(where=where), MAX_REPORT_RUNS, newest=MAX_REPORT_RUNS)
+    records = list(selection.newest.values())
+    columns = columns_payload(selection)
     orders: dict[str, list[int]] = {}
     positions = {id(record): i for i, record in enumerate(records)}
     for column in columns["columns"]:
@@ -82,16 +82,16 @@ def report_data(tracker: ExperimentTracker, where: str | None) -> dict[str, Any]
             orders[spec] = [positions[id(r)] for r in sort_records(records, parse_sort(spec))]
     store = os.path.abspath(tracker.store)
     histories = {}
-    for run in runs:
-        if run.extra.get("history"):
-            histories[run.run_id] = view.history(run.run_id, REPORT_CURVE_POINTS)[1]
+    for record in records:
+        if record.get("history"):
+            histories[record["run_id"]] = view.history(record["run_id"], REPORT_CURVE_POINTS)[1]
     experiments = view.experiments()
     return {
         "version": version, "generated": utc_timestamp(), "store": store, "where": where or "",
-        "total": len(selection.ids), "truncated": len(ids) < len(selection.ids),
+        "total": len(selection.ids), "truncated": len(records) < len(selection.ids),
         "runs": records, "newest_first": list(range(len(records) - 1, -1, -1)), "orders": orders,
-        "columns": columns, "points": view.points(where, MAX_POINTS)[1], "summary": view.summary(where)[1],
-        "histories": histories, "reproduce": {run.run_id: reproduce_steps(run, store) for run in runs},
+        "columns": columns, "points": points_payload(selection), "summary": view.summary(where)[1],
+        "histories": histories, "reproduce": {record["run_id"]: reproduce_steps(record, store) for record in records},
         "experiments": {"experiments": experiments[1]} if experiments else None,
     }
 

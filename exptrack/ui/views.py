@@ -92,16 +92,16 @@ def _chart_row(position: int, run: Run) -> dict[str, Any]:
     return row
 
 
-def select(runs: Iterable[Run], max_points: int) -> Selection:
+def select(runs: Iterable[Run], max_points: int, newest: int | None = None) -> Selection:
     """One pass over the matching runs: ids, a stride sample for charts, best-so-far traces."""
     sel = Selection()
     stride = 1
     sample: list[dict[str, Any]] = []
     best_max: dict[str, float] = {}
     best_min: dict[str, float] = {}
-    newest: deque[Run] = deque(maxlen=NEWEST)
+    kept: deque[Run] = deque(maxlen=NEWEST if newest is None else newest)
     for n, run in enumerate(runs):
-        newest.append(run)
+        kept.append(run)
         sel.ids.append(run.run_id)
         sel.params.update(run.params)
         if run.extra:
@@ -130,8 +130,27 @@ def select(runs: Iterable[Run], max_points: int) -> Selection:
         sample = [sample[int(i * step)] for i in range(max_points)]
         stride = max(1, round(len(sel.ids) / max_points))
     sel.sample, sel.stride = sample, stride
-    sel.newest = {run.run_id: run.to_dict() for run in newest}
+    sel.newest = {run.run_id: run.to_dict() for run in kept}
     return sel
+
+
+def points_payload(sel: Selection) -> dict[str, Any]:
+    """``/api/points``: the chart rows, whether they are a sample, best-so-far traces, directions."""
+    return {
+        "rows": sel.sample, "total": len(sel.ids), "sampled": len(sel.sample) < len(sel.ids),
+        "stride": sel.stride, "best": sel.best, "metrics": sorted(sel.metrics),
+        "modes": {name: infer_mode(name) for name in sorted(sel.metrics)},
+    }
+
+
+def columns_payload(sel: Selection) -> dict[str, Any]:
+    """``/api/columns``: run fields, then every metric and param seen in any matching run."""
+    base = ["run_id", *sorted(sel.extras, key=_EXTRA_COLUMNS.index), "timestamp", "status", "tags"]
+    return {
+        "columns": [*base, *(f"metrics.{m}" for m in sorted(sel.metrics)),
+                    *(f"params.{p}" for p in sorted(sel.params))],
+        "metrics": sorted(sel.metrics), "params": sorted(sel.params), "total": len(sel.ids),
+    }
 
 
 def downsample(points: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]]:
@@ -157,7 +176,7 @@ def downsample(points: list[dict[str, Any]], max_points: int) -> list[dict[str, 
     return kept
 
 
-def reproduce_steps(run: Run, store: str) -> list[str]:
+def reproduce_steps(run: Mapping[str, Any], store: str) -> list[str]:
     """Shell lines that bring a run's code back and re-run it, from the record alone.
 
     ``exptrack reproduce`` compares the current checkout too; the page cannot (the server must
@@ -167,17 +186,18 @@ def reproduce_steps(run: Run, store: str) -> list[str]:
 
     from exptrack.capture.invocation import command_line
 
-    steps = [f"exptrack --store {shlex.quote(store)} reproduce {shlex.quote(run.run_id)}"]
-    code = run.extra.get("code")
+    run_id = str(run["run_id"])
+    steps = [f"exptrack --store {shlex.quote(store)} reproduce {shlex.quote(run_id)}"]
+    code = run.get("code")
     if isinstance(code, Mapping) and isinstance(code.get("commit"), str):
         root = code.get("repo_root")
         if isinstance(root, str):
             steps.append(f"cd {shlex.quote(root)}")
         steps.append(f"git checkout {shlex.quote(code['commit'])}")
-        if "code.patch" in (run.extra.get("artifacts") or {}):
-            steps.append(f"exptrack --store {shlex.quote(store)} reproduce {shlex.quote(run.run_id)} --patch-dir . "
-                         f"; git apply {shlex.quote(run.run_id)}.patch")
-    invocation = run.extra.get("invocation")
+        if "code.patch" in (run.get("artifacts") or {}):
+            steps.append(f"exptrack --store {shlex.quote(store)} reproduce {shlex.quote(run_id)} --patch-dir . "
+                         f"; git apply {shlex.quote(run_id)}.patch")
+    invocation = run.get("invocation")
     if isinstance(invocation, Mapping) and invocation.get("argv"):
         steps.append(command_line(invocation))
     return steps
@@ -276,23 +296,14 @@ class StoreView:
     def columns(self, where: str | None) -> tuple[str, dict[str, Any]]:
         """The table's columns for the runs matching ``where`` (params and metrics seen in any)."""
         version, sel = self.selection(where)
-        base = ["run_id", *sorted(sel.extras, key=_EXTRA_COLUMNS.index), "timestamp", "status", "tags"]
-        return version, {
-            "columns": [*base, *(f"metrics.{m}" for m in sorted(sel.metrics)),
-                        *(f"params.{p}" for p in sorted(sel.params))],
-            "metrics": sorted(sel.metrics), "params": sorted(sel.params), "total": len(sel.ids),
-        }
+        return version, columns_payload(sel)
 
     def points(self, where: str | None, max_points: int) -> tuple[str, dict[str, Any]]:
         """Chart rows (a sample when there are more runs than ``max_points``) and best-so-far traces."""
         if not 1 <= max_points <= MAX_POINTS:
             raise QueryError(f"max_points must be between 1 and {MAX_POINTS}, not {max_points}")
         version, sel = self.selection(where, max_points)
-        return version, {
-            "rows": sel.sample, "total": len(sel.ids), "sampled": len(sel.sample) < len(sel.ids),
-            "stride": sel.stride, "best": sel.best, "metrics": sorted(sel.metrics),
-            "modes": {name: infer_mode(name) for name in sorted(sel.metrics)},
-        }
+        return version, points_payload(sel)
 
     def summary(self, where: str | None) -> tuple[str, dict[str, Any]]:
         return self._cached(("summary", where), lambda: self.tracker.summary(where=where))

@@ -28,7 +28,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
-from ui_support import XSS_METRIC, XSS_PARAM, XSS_TAG, hostile_store, live_ui
+from ui_support import MODEL_BYTES, XSS_METRIC, XSS_PARAM, XSS_TAG, hostile_store, live_ui
 
 from exptrack.cli import cli
 
@@ -183,7 +183,13 @@ def test_live_page(browser: Any, store: Path, tmp_path: Path) -> None:
         assert wait_for(lambda: history_run in browser.find_element(By.ID, "reproduce-steps").text, "the run page")
         assert wait_for(lambda: chart_drawn(browser, "#run-history-chart .js-line") >= 1, "the run's history")
         sections = {s.get_attribute("data-section") for s in browser.find_elements(By.CSS_SELECTOR, ".run-section")}
-        assert {"reproduce", "params", "metrics", "history"} <= sections
+        assert {"reproduce", "params", "metrics", "history", "artifacts"} <= sections
+        link = browser.find_element(By.CSS_SELECTOR, "#artifact-list a")
+        assert link.get_attribute("href").endswith(f"/api/runs/{history_run}/artifacts/model.pkl")
+        downloaded = browser.execute_async_script(
+            "const done = arguments[1]; fetch(arguments[0]).then((r) => r.arrayBuffer())"
+            ".then((b) => done(Array.from(new Uint8Array(b))));", link.get_attribute("href"))
+        assert bytes(downloaded) == MODEL_BYTES
         browser.save_screenshot(str(tmp_path / "live-run.png"))
 
         assert_no_script_ran(browser)

@@ -21,6 +21,7 @@ XSS_TAG = "</script><script>alert(2)</script>"
 XSS_METRIC = "acc<svg onload=alert(3)>"
 XSS_NOTE = "<!-- </script><img src=x onerror=alert(4)> \u2028\u2029"
 XSS_RUN_ID = "<img src=x onerror=alert(5)>"
+MODEL_BYTES = b"\x80\x04 not really a pickle " * 10
 
 
 def hostile_store(store: Path, n: int = 40) -> tuple[ExperimentTracker, list[str]]:
@@ -43,6 +44,9 @@ def hostile_store(store: Path, n: int = 40) -> tuple[ExperimentTracker, list[str
         for step in range(60):
             run.log_metric("val_loss", 1.0 / (step + 1), step=step)
         run.log_metric("accuracy", 0.97)
+        model = store.parent / "model.pkl"
+        model.write_bytes(MODEL_BYTES)
+        run.log_artifact(model)
     ids.append(run.run_id)
     line = {"schema": 1, "run_id": XSS_RUN_ID, "timestamp": "2026-01-01T00:00:00Z", "status": "finished",
             "params": {"model": XSS_PARAM, "lr": 0.5}, "metrics": {"accuracy": 0.01}, "tags": [XSS_TAG]}

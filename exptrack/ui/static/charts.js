@@ -241,7 +241,7 @@ ET.charts = {
         last = last === null ? v : alpha * last + (1 - alpha) * v;
         return last;
       });
-      traces.push({ type: "scatter", mode: "lines", name: ids[i].slice(0, 12), x, y, hovertemplate: ids[i] + "<br>%{x}: %{y}<extra></extra>" });
+      traces.push({ type: "scatter", mode: "lines", name: ET.shortId(ids[i]), x, y, hovertemplate: ids[i] + "<br>%{x}: %{y}<extra></extra>" });
     });
     const node = document.getElementById("curves-chart");
     node.textContent = "";

@@ -58,7 +58,7 @@ ET.compare = {
     const rows = ET.compare.rows(runs).filter((r) => r.differs || !onlyDiff);
     const table = ET.el("table", { id: "compare-table", class: "grid" });
     const head = ET.el("tr", {}, ET.el("th", { text: "field" }));
-    for (const run of runs) head.append(ET.el("th", {}, ET.el("a", { href: "#run/" + encodeURIComponent(run.run_id), text: run.run_id.slice(0, 12), title: run.run_id })));
+    for (const run of runs) head.append(ET.el("th", {}, ET.el("a", { href: "#run/" + encodeURIComponent(run.run_id), text: ET.shortId(run.run_id), title: run.run_id })));
     table.append(ET.el("thead", {}, head));
     const body = ET.el("tbody");
     for (const row of rows) {

@@ -107,6 +107,7 @@ ET.el = function (tag, attrs, ...children) {
   return node;
 };
 
+ET.shortId = (id) => (id.length > 16 ? id.slice(0, 8) + "\u2026" + id.slice(-6) : id);  // time prefix + random tail
 ET.isFinite = (v) => typeof v === "number" && Number.isFinite(v);
 ET.format = function (value) {
   if (value === undefined) return "";

@@ -69,7 +69,7 @@ ET.table = {
       for (const column of s.columns) {
         const value = ET.get(run, column);
         const cell = ET.el("td", { class: typeof value === "number" ? "num" : null, "data-column": column });
-        if (column === "run_id") cell.append(ET.el("a", { href: "#run/" + encodeURIComponent(run.run_id), text: run.run_id.slice(0, 12) , title: run.run_id }));
+        if (column === "run_id") cell.append(ET.el("a", { href: "#run/" + encodeURIComponent(run.run_id), text: ET.shortId(run.run_id) , title: run.run_id }));
         else cell.textContent = ET.format(value);
         if (column === "status") cell.classList.add("status-" + String(value).replace(/[^a-z]/g, ""));
         row.append(cell);

@@ -94,12 +94,12 @@ def reset_index(store: Path) -> None:
 def exptrack_answer(store: Path, query: str) -> Answer:
     tracker = ExperimentTracker(store)
     if query == "best":
-        return tracker.best_run("accuracy").run_id
+        return tracker.best_run("accuracy", status="any").run_id
     if query == "top10":
-        return tuple(run.run_id for run in tracker.top_runs("val_loss", 10))
+        return tuple(run.run_id for run in tracker.top_runs("val_loss", 10, status="any"))
     if query == "filtered":
-        return tuple(run.run_id for run in tracker.top_runs("accuracy", 10, where=FILTER))
-    result = tracker.summary()
+        return tuple(run.run_id for run in tracker.top_runs("accuracy", 10, where=FILTER, status="any"))
+    result = tracker.summary(status="any")
     metrics = {
         name: (s["count"], s["nonfinite"], s["min"], s["max"], s["mean"], s["std"])
         for name, s in result["metrics"].items()

@@ -15,6 +15,16 @@ class ExptrackError(Exception):
     """Base class of every error exptrack raises on purpose."""
 
 
+class Pruned(Exception):
+    """Raise inside ``with tracker.start_run() as run:`` to end the run as ``pruned``.
+
+    A pruned run stopped early on purpose (a hyperparameter trial cut by a pruner, early
+    stopping): it is recorded with its metrics so far and status ``pruned``, and the exception
+    ends the block without propagating, as a normal end would.  ``run.prune()`` does the same
+    without an exception.  The message, if any, is kept as ``pruned.reason`` in the record.
+    """
+
+
 class InvalidRecordError(ExptrackError, ValueError):
     """A run cannot be stored as given; nothing was written.
 
@@ -144,13 +154,19 @@ class NoRunsError(ExptrackError, LookupError):
 
 
 class UnknownMetricError(NoRunsError):
-    """No run has a finite value for the requested metric."""
+    """No run has the requested metric; ``suggestions`` holds the closest known names."""
 
     def __init__(self, metric: str, known: Sequence[str] = ()) -> None:
-        hint = f"; known metrics: {', '.join(known)}" if known else ""
-        super().__init__(f"no run has a finite value for metric {metric!r}{hint}")
+        import difflib
+
+        close = difflib.get_close_matches(metric, list(known), n=3, cutoff=0.6)
+        guess = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        shown = ", ".join(list(known)[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
+        listed = f" (known metrics: {shown})" if known else " (no run has any metric)"
+        super().__init__(f"unknown metric {metric!r}{guess}{listed}")
         self.metric = metric
         self.known = tuple(known)
+        self.suggestions = tuple(close)
 
     def __reduce__(self) -> tuple[type[UnknownMetricError], tuple[str, tuple[str, ...]]]:
         return (type(self), (self.metric, self.known))

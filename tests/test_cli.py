@@ -256,8 +256,8 @@ def test_summary_reports_totals_statuses_and_metrics(store: Path, filled: list[s
         (["best", "f1"], "'f1'"),
         (["best", "f1", "--json"], "'f1'"),
         (["top", "rmse"], "'rmse'"),
-        (["best", "throughput"], "--max"),
-        (["top", "throughput", "--json"], "--max"),
+        (["best", "throughput"], "unknown metric 'throughput'"),
+        (["top", "throughput", "--json"], "unknown metric"),
         (["best", "throughput", "--max"], "'throughput'"),
     ],
 )

@@ -8,7 +8,7 @@ import multiprocessing
 import subprocess
 import sys
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from exptrack.store import codec, parallel, scan
 from exptrack.store import segment as segment_module
 from exptrack.store.fastscan import scan_range
+from exptrack.store.index.groups import declared_modes, experiment_of
 from exptrack.store.index.reducers import BLOCK_SHIFT, MetricFold, TopK
 from exptrack.store.record import Run, build_run
 from exptrack.store.scan import CorruptLine, LogScan
@@ -49,8 +50,9 @@ def reference(path: Path, start: int = 0, end: int | None = None) -> dict[str, A
     """Everything a segment reports, computed from ``LogScan`` one run at a time."""
     reader = LogScan(str(path), start=start, end=end)
     statuses: Counter[str] = Counter()
-    folds: dict[str, MetricFold] = {}
-    tops: dict[str, tuple[TopK, TopK]] = {}
+    folds: dict[Any, MetricFold] = {}
+    tops: dict[Any, tuple[TopK, TopK]] = {}
+    directions: defaultdict[Any, Counter[str]] = defaultdict(Counter)
     corrupt: list[CorruptLine] = []
     ids: list[tuple[str, int]] = []
     for item in reader:
@@ -59,7 +61,11 @@ def reference(path: Path, start: int = 0, end: int | None = None) -> dict[str, A
             continue
         statuses[item.status] += 1
         ids.append((item.run_id, item.offset))
-        for name, value in item.metrics.items():
+        group = (experiment_of(item.get("experiment")), item.status)
+        for declared in declared_modes(item.get("directions")).items():
+            directions[group, declared[0]][declared[1]] += 1
+        for metric, value in item.metrics.items():
+            name = (group, metric)
             folds.setdefault(name, MetricFold()).add(value, item.offset >> BLOCK_SHIFT)
             high, low = tops.setdefault(name, (TopK(TOP_K, "max"), TopK(TOP_K, "min")))
             high.add(value, item.offset, item.run_id)
@@ -69,18 +75,23 @@ def reference(path: Path, start: int = 0, end: int | None = None) -> dict[str, A
         "end": reader.end_offset, "ids": ids,
         "stats": {name: fold.stats() for name, fold in folds.items()},
         "top": {name: (high.ranked(), low.ranked()) for name, (high, low) in tops.items()},
+        "directions": dict(directions),
     }
 
 
 def digest(segment: Segment) -> dict[str, Any]:
-    folds: dict[str, MetricFold] = {}
+    folds: dict[Any, MetricFold] = {}
     tops = {}
-    for name, part in segment.metrics.items():
-        fold = folds[name] = MetricFold()
-        for block, values in part.blocks:
-            fold.feed(block, values)
-        tops[name] = (TopK(TOP_K, "max", list(part.top_max)).ranked(),
-                      TopK(TOP_K, "min", list(part.top_min)).ranked())
+    for group, parts in segment.metrics.items():
+        for metric, part in parts.items():
+            name = (group, metric)
+            fold = folds[name] = MetricFold()
+            for block, values in part.blocks:
+                fold.feed(block, values)
+            tops[name] = (TopK(TOP_K, "max", list(part.top_max)).ranked(),
+                          TopK(TOP_K, "min", list(part.top_min)).ranked())
+    directions = {(group, metric): counts for group, declared in segment.directions.items()
+                  for metric, counts in declared.items()}
     keys = bytes(segment.ids).split(b"\n")[:-1]
     assert [segment_module.id_hash(key) for key in keys] == list(segment.hashes)
     assert list(segment.starts) == list(accumulate((len(key) + 1 for key in keys[:-1]), initial=0))[: len(keys)]
@@ -89,7 +100,7 @@ def digest(segment: Segment) -> dict[str, Any]:
         "statuses": {k: v for k, v in segment.statuses.items() if v}, "corrupt": segment.corrupt,
         "unchecked": segment.unchecked, "lines": segment.lines, "end": segment.end,
         "ids": [(id_from_key(key), offset) for key, offset in zip(keys, segment.offsets)],
-        "stats": {name: fold.stats() for name, fold in folds.items()}, "top": tops,
+        "stats": {name: fold.stats() for name, fold in folds.items()}, "top": tops, "directions": directions,
     }
 
 
@@ -158,6 +169,12 @@ TRICKY = [
              b'"metrics":{"accuracy":null},"tags":[],"nonfinite":{"accuracy":"inf"}}'),
     line("param-named-nonfinite", params={"nonfinite": {"accuracy": "NaN"}}, metrics={"accuracy": 0.25}),
     line("nonfinite-and-param", params={"x": '"nonfinite":'}, metrics={"accuracy": -math.inf}),
+    line("experiment", metrics={"accuracy": 0.71}, extra={"experiment": "wine"}),
+    line("experiment-not-text", metrics={"accuracy": 0.72}, extra={"experiment": 3}),
+    line("pruned", metrics={"accuracy": 0.73}, status="pruned"),
+    line("directions", metrics={"accuracy": 0.74, "value": 2}, directions={"value": "min", "accuracy": "max"}),
+    forged(metrics={"value": 1}, extra={"directions": {"value": "sideways", "other": "min"}}),
+    forged(metrics={"value": 1}, extra={"directions": ["min"]}),
     line("plain-2", params={"model": "svm"}, metrics={"accuracy": 0.9, "loss": 0.2}, tags=["a"]),
 ]
 

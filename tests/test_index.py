@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from exptrack import CorruptLine, ExperimentTracker, NoRunsError, RunNotFoundError, UnknownMetricError
-from exptrack.query.ranking import summarize, summary_dict, top_runs
+from exptrack.query.ranking import status_scope, summarize, summary_dict, top_runs
 from exptrack.query.where import compile_where
 from exptrack.store import codec, fastscan
 from exptrack.store.fsio import FileSystem, install
@@ -66,20 +66,26 @@ def expected_answers(store: Path) -> dict[str, Any]:
     runs, corrupt = rescan(store)
     answers: dict[str, Any] = {"corrupt": [(c.line, c.offset, c.length, c.reason) for c in corrupt]}
     for scope, chosen in (("", runs), ("where ", [run for run in runs if compile_where(WHERE)(run)])):
-        summary, best = summarize(chosen)
-        stats = {name: fold.stats() for name, fold in summary.metrics.items()}
-        answers[f"{scope}summary"] = codec.dumps(
-            summary_dict(summary.total, summary.statuses, stats, best, len(corrupt)))
-        for metric in METRICS:
-            for k in (1, 3, TOP_K + 20):
-                ranked = top_runs(chosen, metric, k, "min" if metric == "val_loss" else "max")
-                answers[f"{scope}top {metric} {k}"] = [run.run_id for run in ranked] or "nothing"
+        summary = summarize(chosen)
+        for status in STATUS_SCOPES:
+            allowed = status_scope(status)
+            answers[f"{scope}summary {status}"] = codec.dumps(summary_dict(summary.groups, allowed, len(corrupt)))
+            ranked_from = [run for run in chosen if allowed is None or run.status in allowed]
+            for metric in METRICS:
+                for k in (1, 3, TOP_K + 20):
+                    ranked = top_runs(ranked_from, metric, k, "min" if metric == "val_loss" else "max")
+                    answers[f"{scope}top {metric} {k} {status}"] = [run.run_id for run in ranked] or "nothing"
     return answers
 
 
-def ranked_ids(tracker: ExperimentTracker, metric: str, k: int, where: str | None) -> list[str] | str:
+STATUS_SCOPES: tuple[Any, ...] = ("finished", None, ("failed", "killed"))
+"""The status scopes every answer is compared in: the default, every run, and a list."""
+
+
+def ranked_ids(tracker: ExperimentTracker, metric: str, k: int, where: str | None, status: Any) -> list[str] | str:
     try:
-        ranked = tracker.top_runs(metric, k, mode="min" if metric == "val_loss" else "max", where=where)
+        ranked = tracker.top_runs(metric, k, mode="min" if metric == "val_loss" else "max", where=where,
+                                  status=status)
     except (NoRunsError, UnknownMetricError):
         return "nothing"
     return [run.run_id for run in ranked]
@@ -90,12 +96,13 @@ def answers(tracker: ExperimentTracker) -> dict[str, Any]:
         "corrupt": [(c.line, c.offset, c.length, c.reason) for c in tracker.corrupt_lines()],
     }
     for scope, where in (("", None), ("where ", WHERE)):
-        summary = tracker.summary(where=where)
-        summary.pop("unchecked_runs")
-        result[f"{scope}summary"] = codec.dumps(summary)
-        for metric in METRICS:
-            for k in (1, 3, TOP_K + 20):
-                result[f"{scope}top {metric} {k}"] = ranked_ids(tracker, metric, k, where)
+        for status in STATUS_SCOPES:
+            summary = tracker.summary(where=where, status=status)
+            summary.pop("unchecked_runs")
+            result[f"{scope}summary {status}"] = codec.dumps(summary)
+            for metric in METRICS:
+                for k in (1, 3, TOP_K + 20):
+                    result[f"{scope}top {metric} {k} {status}"] = ranked_ids(tracker, metric, k, where, status)
     return result
 
 
@@ -312,12 +319,12 @@ def test_index_pointing_mid_line_is_rebuilt(tracker: ExperimentTracker) -> None:
         pytest.param(lambda path: path.write_bytes(b"\x00garbage{"), id="garbage"),
         pytest.param(lambda path: path.write_bytes(path.read_bytes()[:50]), id="truncated-json"),
         pytest.param(lambda path: path.write_text("[1, 2, 3]"), id="not-an-object"),
-        pytest.param(lambda path: path.write_text('{"version": 1}'), id="missing-keys"),
-        pytest.param(lambda path: path.write_text(path.read_text().replace('"version":1', '"version":0')),
+        pytest.param(lambda path: path.write_text('{"version": 2}'), id="missing-keys"),
+        pytest.param(lambda path: path.write_text(path.read_text().replace('"version":2', '"version":0')),
                      id="older-version"),
         pytest.param(lambda path: path.write_text(path.read_text().replace('"top_k":100', '"top_k":7')),
                      id="other-settings"),
-        pytest.param(lambda path: path.write_bytes(path.read_bytes().replace(b'"failed":4', b'"failed":5')),
+        pytest.param(lambda path: path.write_bytes(path.read_bytes().replace(b'"failed",4', b'"failed",5')),
                      id="a-number-changed"),
     ],
 )
@@ -327,7 +334,7 @@ def test_corrupt_or_older_index_file_is_rebuilt(tracker: ExperimentTracker, dama
     damage(index_file(tracker))
     other = fresh(tracker)
     assert_answers_match_a_rescan(other)
-    assert json.loads(index_file(tracker).read_bytes())["version"] == 1  # saved again, whole
+    assert json.loads(index_file(tracker).read_bytes())["version"] == 2  # saved again, whole
 
 
 def test_index_deleted_under_a_process_that_keeps_appending_is_rebuilt_not_zero_filled(

@@ -31,12 +31,14 @@ values = st.one_of(
 metric_maps = st.dictionaries(st.sampled_from(["accuracy", "val_loss", "epochs"]), values, max_size=3)
 
 run_line = st.builds(
-    lambda run_id, metrics, status, note: codec.encode(build_run(
-        run_id=run_id, timestamp=STAMP, metrics=metrics, status=status, params={"note": note})),
+    lambda run_id, metrics, status, note, experiment: codec.encode(build_run(
+        run_id=run_id, timestamp=STAMP, metrics=metrics, status=status, params={"note": note},
+        extra={"experiment": experiment} if experiment else None)),
     st.sampled_from(IDS) | st.text(alphabet="abcdef0123456789", min_size=32, max_size=32),
     metric_maps,
-    st.sampled_from(["finished", "failed", "killed"]),
+    st.sampled_from(["finished", "failed", "killed", "pruned"]),
     st.sampled_from(["", "x", '},"metrics":{"accuracy":1e9}', "é"]),
+    st.sampled_from(["", "wine", "default"]),  # index groups: (experiment, status)
 )
 corrupt_line = st.sampled_from([
     b"garbage\n",

@@ -10,6 +10,7 @@ click does.  No traceback ever reaches a user for a mistake they can fix.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,8 +133,38 @@ def where_option(func: F) -> F:
 
 
 def mode_option(func: F) -> F:
-    func = click.option("--min", "mode", flag_value="min", help="Lower is better.")(func)
-    return click.option("--max", "mode", flag_value="max", help="Higher is better.")(func)
+    """``--max`` / ``--min``, passed on as ``mode``; both together are a usage error (exit 2)."""
+
+    @functools.wraps(func)
+    def command(*args: Any, mode_max: bool, mode_min: bool, **kwargs: Any) -> Any:
+        if mode_max and mode_min:
+            raise click.UsageError("--max and --min contradict each other; pass one of them")
+        return func(*args, mode="max" if mode_max else "min" if mode_min else None, **kwargs)
+
+    wrapped = click.option("--min", "mode_min", is_flag=True, help="Lower is better.")(command)
+    return click.option("--max", "mode_max", is_flag=True, help="Higher is better.")(wrapped)  # type: ignore[return-value]
+
+
+STATUS_CHOICES = ("finished", "failed", "killed", "pruned", "running", "any")
+
+
+def _statuses(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> str | list[str] | None:
+    names = [name.strip() for item in value for name in item.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STATUS_CHOICES]
+    if unknown:
+        raise click.BadParameter(f"unknown status {unknown[0]!r}; choose from {', '.join(STATUS_CHOICES)}",
+                                 ctx=ctx, param=param)
+    if not names:
+        return None
+    return "any" if "any" in names else names
+
+
+def status_option(default: str | None) -> Callable[[F], F]:
+    """``--status NAME[,NAME]`` (repeatable; ``any`` for every run), passed on as ``status``."""
+    text = ("Only runs of this status (comma-separated or repeated; 'any' for all)"
+            + (f". Default: {default}." if default else "; default: all."))
+    return click.option("--status", "status", multiple=True, default=(default,) if default else (),
+                        metavar="STATUS", callback=_statuses, help=text)
 
 
 def _echo_json(obj: object) -> None:

@@ -17,6 +17,7 @@ from exptrack.cli._app import (
     cli,
     mode_option,
     output_options,
+    status_option,
     where_option,
 )
 
@@ -49,12 +50,15 @@ def _json_or_string(value: str) -> object:
 @click.option("--metric", "-m", "metrics", multiple=True, metavar="NAME=NUMBER",
               help="A metric value (NaN and inf are accepted).")
 @click.option("--tag", "-t", "tags", multiple=True, metavar="TAG", help="A tag (KEY=VALUE tags filter as tags.KEY).")
-@click.option("--status", type=click.Choice(["finished", "failed", "killed"]), default="finished", show_default=True)
+@click.option("--status", type=click.Choice(["finished", "failed", "killed", "pruned"]), default="finished",
+              show_default=True, help="How the run ended (pruned: stopped early on purpose, e.g. an Optuna trial).")
 @click.option("--no-fsync", is_flag=True, help="Flush only; skip the fsync (faster, survives crashes, not power loss).")
 @click.pass_context
 def log(ctx: click.Context, params: tuple[str, ...], metrics: tuple[str, ...], tags: tuple[str, ...],
         status: str, no_fsync: bool) -> None:
-    """Log one run and print its run id."""
+    """Log one run and print its run id (at least one --param, --metric or --tag)."""
+    if not (params or metrics or tags):
+        raise click.UsageError("nothing to log: give at least one --param, --metric or --tag")
     parsed_params = {k: _json_or_string(v) for k, v in (_parse_assignment(p, "param") for p in params)}
     parsed_metrics: dict[str, float] = {}
     for text in metrics:
@@ -73,19 +77,23 @@ def log(ctx: click.Context, params: tuple[str, ...], metrics: tuple[str, ...], t
               help="Show the last N runs (0: all). Default: 20 for the table, all otherwise.")
 @click.option("--sort", "sort", default=None, metavar="SPEC", help="e.g. \"metrics.accuracy desc, params.lr\".")
 @where_option
+@status_option(None)
 @output_options
 @click.pass_context
-def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | None, fmt: str) -> None:
+def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | None, status: str | list[str] | None,
+         fmt: str) -> None:
     """List runs (oldest first, the most recent last)."""
     from exptrack.query.output import run_columns
+    from exptrack.query.ranking import in_scope, status_scope
 
     tracker = _open_for_query(ctx, fmt)
+    scope = status_scope(status)
     if limit is None:
         limit = 20 if fmt == "table" else 0
     if sort:
         from exptrack.query.where import parse_sort, sort_records
 
-        ordered = sort_records(tracker.runs(where=where), parse_sort(sort))
+        ordered = sort_records(in_scope(tracker.runs(where=where), scope), parse_sort(sort))
         selected: Sequence[Run] = ordered[:limit] if limit else ordered
         total = len(ordered)
     else:
@@ -93,14 +101,14 @@ def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | N
 
         def counted() -> Iterator[Run]:
             nonlocal total
-            for run in tracker.runs(where=where):
+            for run in in_scope(tracker.runs(where=where), scope):
                 total += 1
                 yield run
 
         selected = list(collections.deque(counted(), maxlen=limit) if limit else counted())
     _emit_runs(selected, fmt, run_columns(selected))
     if fmt == "table" and not selected:
-        click.echo("no runs" + (" match the filter" if where else ""), err=True)
+        click.echo("no runs" + (" match the filter" if where or scope else ""), err=True)
     elif fmt == "table" and total > len(selected):  # never cut a listing silently
         click.echo(f"(showing {len(selected)} of {total} runs; --limit 0 shows all)", err=True)
 
@@ -127,14 +135,17 @@ def show(ctx: click.Context, run_id: str, fmt: str) -> None:
 @click.argument("metric")
 @mode_option
 @where_option
+@status_option("finished")
 @output_options
 @click.pass_context
-def best(ctx: click.Context, metric: str, mode: str | None, where: str | None, fmt: str) -> None:
-    """The best run by METRIC (direction inferred for accuracy, loss, ...; else --max/--min)."""
+def best(ctx: click.Context, metric: str, mode: str | None, where: str | None, status: str | list[str] | None,
+         fmt: str) -> None:
+    """The best finished run by METRIC (direction declared by the runs or inferred from the name:
+    accuracy, loss, neg_log_loss, ...; else --max/--min)."""
     from exptrack.query.output import format_value, run_columns
     from exptrack.repro.describe import describe_run
 
-    run = _open_for_query(ctx, fmt).best_run(metric, mode, where=where)
+    run = _open_for_query(ctx, fmt).best_run(metric, mode, where=where, status=status)
     if fmt == "json":
         _echo_json(run.to_dict())
     elif fmt == "table":
@@ -148,13 +159,15 @@ def best(ctx: click.Context, metric: str, mode: str | None, where: str | None, f
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many runs.")
 @mode_option
 @where_option
+@status_option("finished")
 @output_options
 @click.pass_context
-def top(ctx: click.Context, metric: str, k: int, mode: str | None, where: str | None, fmt: str) -> None:
-    """The K best runs by METRIC, best first."""
+def top(ctx: click.Context, metric: str, k: int, mode: str | None, where: str | None, status: str | list[str] | None,
+        fmt: str) -> None:
+    """The K best finished runs by METRIC, best first (--status to rank others)."""
     from exptrack.query.output import render, run_columns
 
-    ranked = _open_for_query(ctx, fmt).top_runs(metric, k, mode=mode, where=where)
+    ranked = _open_for_query(ctx, fmt).top_runs(metric, k, mode=mode, where=where, status=status)
     if fmt == "json":
         _echo_json([run.to_dict() for run in ranked])
         return
@@ -165,14 +178,16 @@ def top(ctx: click.Context, metric: str, k: int, mode: str | None, where: str | 
 
 @cli.command()
 @where_option
+@status_option("finished")
 @output_options
 @click.pass_context
-def summary(ctx: click.Context, where: str | None, fmt: str) -> None:
-    """Totals, runs per status, per-metric count/min/max/mean/std and the best run."""
+def summary(ctx: click.Context, where: str | None, status: str | list[str] | None, fmt: str) -> None:
+    """Totals, runs per status, then over the finished runs (--status for others) per-metric
+    count/min/max/mean/std and the best run."""
     from exptrack.query.output import render
 
     tracker = _open_for_query(ctx, fmt)
-    result = tracker.summary(where=where)
+    result = tracker.summary(where=where, status=status)
     if not result["total_runs"]:
         # "no runs" is an error the user can fix, as for best and top (exit 1)
         scope = " match the filter" if where else f" in {tracker.store}"
@@ -186,7 +201,10 @@ def summary(ctx: click.Context, where: str | None, fmt: str) -> None:
         statuses = ", ".join(f"{k}: {v}" for k, v in result["statuses"].items()) or "-"
         click.echo(f"runs: {result['total_runs']}   corrupt lines skipped: {result['corrupt_lines']}")
         click.echo(f"status: {statuses}")
+        click.echo(f"metrics over {result['ranked_runs']} run(s) of status {result['status_scope']}")
         if rows:
             click.echo()
     if rows or fmt != "table":
         click.echo(render(rows, columns, fmt=_as_format(fmt)), nl=False)
+    for warning in result["warnings"]:
+        click.echo(f"warning: {warning}", err=True)

@@ -4,8 +4,10 @@ While the run is alive, its step metrics go to ``<store>/history/<run_id>.jsonl`
 ``log_metric``, written through to the OS at once, so a crash keeps them) and a marker in
 ``<store>/active/`` names its pid.  When the block ends the run becomes one line in
 ``runs.jsonl`` -- principle 2: a run killed half-way leaves no half record in the log -- with
-``status`` ``finished``, ``failed`` (exception type and message) or ``killed``
-(``KeyboardInterrupt``/``SIGTERM``).  ``sys.exit(0)`` inside the block is a normal end, any
+``status`` ``finished``, ``failed`` (exception type and message), ``killed``
+(``KeyboardInterrupt``/``SIGTERM``) or ``pruned`` (``run.prune()``, ``raise exptrack.Pruned``, or a
+framework's own pruning exception such as Optuna's ``TrialPruned``, which is re-raised for the
+framework to see).  ``sys.exit(0)`` inside the block is a normal end, any
 other ``SystemExit`` a failure.  A run whose process died without a word (SIGKILL, power loss) is
 found by :meth:`ExperimentTracker.recover` through its marker and logged as ``killed``, with the
 params, tags, capture and artifacts the marker held and the history file's points.
@@ -26,13 +28,21 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Protocol
 
-from exptrack.errors import InvalidRecordError, StorageError
+from exptrack.errors import InvalidRecordError, Pruned, StorageError
 from exptrack.live.artifacts import ArtifactStore, BlobRef
 from exptrack.live.history import MetricHistory
 from exptrack.live.markers import capture_file, process_token, without_store, write_whole
 from exptrack.store import codec
 from exptrack.store.fsio import fs
-from exptrack.store.record import Run, new_run_id, normalize_metrics, normalize_tags, normalize_value, utc_timestamp
+from exptrack.store.record import (
+    Run,
+    new_run_id,
+    normalize_directions,
+    normalize_metrics,
+    normalize_tags,
+    normalize_value,
+    utc_timestamp,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +90,7 @@ class ActiveRun:
         seed: object,
         capture: bool | Sequence[str],
         name: str | None,
+        directions: Mapping[str, str] | None = None,
     ) -> None:
         self.tracker = tracker
         self.run_id = new_run_id()
@@ -100,6 +111,8 @@ class ActiveRun:
             raise InvalidRecordError(f"unknown capture part(s) {sorted(unknown)}; choose from {CAPTURE_PARTS}")
         self._parts = frozenset(parts)
         self._extra: dict[str, Any] = {}
+        if directions:
+            self._extra["directions"] = normalize_directions(directions)  # checked now, at the call site
         self._started = time.monotonic()
         self._history_fd = -1
         self._history_path = tracker.store / "history" / f"{self.run_id}.jsonl"
@@ -136,17 +149,33 @@ class ActiveRun:
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    ) -> bool:
         self._restore_sigterm()
         if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.finish("finished")
+        elif isinstance(exc, Pruned):
+            self.prune(str(exc) or None)
+            return True  # a planned end: the block is over, nothing to propagate
+        elif type(exc).__name__ == "TrialPruned":  # Optuna's (and look-alikes'): the framework needs it back
+            self.prune(str(exc) or None)
         elif isinstance(exc, KeyboardInterrupt):
             self.finish("killed", error=exc)
         else:
             self.finish("failed", error=exc)
+        return False
+
+    def prune(self, reason: str | None = None) -> Run:
+        """End the run now as ``pruned`` (stopped early on purpose), keeping its metrics so far.
+
+        Calling it inside the ``with`` block is enough: the block's end then records nothing more.
+        """
+        if reason is not None and self.record is None:
+            self._extra["pruned"] = {"reason": str(reason)[:2000]}
+        return self.finish("pruned")
 
     def finish(self, status: str = "finished", *, error: BaseException | None = None) -> Run:
-        """Append the run's single line (idempotent: a second call returns the same record)."""
+        """Append the run's single line with this ``status`` (finished, failed, killed or pruned);
+        idempotent: a second call returns the same record."""
         with self._lock:
             return self._finish(status, error)
 

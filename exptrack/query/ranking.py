@@ -4,38 +4,94 @@ Every reducer obeys ``merge(reduce(a), reduce(b)) == reduce(a + b)``: that law i
 index fold in only the runs appended since its watermark and still answer exactly what a full
 rescan would.  Ties are broken by position in the log (the earlier run wins), so answers are
 deterministic across rescans and processes.
+
+Only runs of the statuses in scope compete (``finished`` by default: a failed run's 0.99 must not
+beat a finished 0.90).  The reducers are kept per group (experiment, status) on this path too,
+and merged in the same order as the index merges them, so both paths give bit-identical numbers.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from exptrack.query.directions import infer_mode
-from exptrack.store.index.reducers import BLOCK_SHIFT, MetricFold, MetricStats, Mode, TopK
-from exptrack.store.record import Run
+from exptrack.errors import QueryError
+from exptrack.query.directions import declared_mode, infer_mode
+from exptrack.store.index.groups import GroupKey, GroupSet, declared_modes, experiment_of
+from exptrack.store.index.reducers import BLOCK_SHIFT, Mode, TopK
+from exptrack.store.record import STATUSES, Run
+
+StatusScope = str | Sequence[str] | None
+"""``"finished"`` (the default of every ranking question), a status name, a list of them, or
+``None`` / ``"any"`` for every run."""
+
+RANKED_STATUSES = tuple(status for status in STATUSES if status != "running")
+
+
+def status_scope(status: StatusScope) -> frozenset[str] | None:
+    """The statuses a ``status=`` argument names (None: any).
+
+    Raises:
+        QueryError: an unknown status name.
+    """
+    if status is None or status == "any":
+        return None
+    names = [status] if isinstance(status, str) else list(status)
+    if not names:
+        raise QueryError(f"status needs at least one name; choose from {', '.join(STATUSES)} or 'any'")
+    for name in names:
+        if name == "any":
+            return None
+        if name not in STATUSES:
+            raise QueryError(f"unknown status {name!r}; choose from {', '.join(STATUSES)} or 'any'")
+    return frozenset(names)
+
+
+def describe_scope(scope: frozenset[str] | None) -> str:
+    """``"finished"``, ``"failed or killed"``, or ``"any"``."""
+    return "any" if scope is None else " or ".join(sorted(scope))
+
+
+def group_key(run: Run) -> GroupKey:
+    return (experiment_of(run.get("experiment")), run.status)
+
+
+def in_scope(runs: Iterable[Run], scope: frozenset[str] | None) -> Iterable[Run]:
+    return runs if scope is None else (run for run in runs if run.status in scope)
 
 
 @dataclass(slots=True)
 class Summary:
-    """Run counts per status and per-metric statistics (see :class:`MetricFold`)."""
+    """Run counts and per-group reducers of a stream of runs (the index-free path)."""
 
     total: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
-    metrics: dict[str, MetricFold] = field(default_factory=dict)
+    groups: GroupSet = field(default_factory=lambda: GroupSet(1))
 
     def add(self, run: Run, position: int = -1) -> None:
         """Count ``run``; ``position`` stands in for the offset of a run that was never written."""
         self.total += 1
-        self.statuses[run.status] += 1
-        block = (run.offset if run.offset >= 0 else max(position, 0)) >> BLOCK_SHIFT
-        folds = self.metrics
+        group = self.groups.group(group_key(run))
+        group.runs += 1
+        seq = run.offset if run.offset >= 0 else max(position, 0)
+        block = seq >> BLOCK_SHIFT
         for name, value in run.metrics.items():
-            fold = folds.get(name)
-            if fold is None:
-                fold = folds[name] = MetricFold()
-            fold.add(value, block)
+            group.add(name, value, block, seq, run.run_id)
+        declared = declared_modes(run.get("directions"))
+        for name, mode in declared.items():
+            group.directions.setdefault(name, Counter())[mode] += 1
+
+    @property
+    def statuses(self) -> dict[str, int]:
+        return dict(self.groups.statuses())
+
+
+def summarize(runs: Iterable[Run]) -> Summary:
+    """Fold a stream of runs into a :class:`Summary`."""
+    summary = Summary()
+    for seq, run in enumerate(runs):
+        summary.add(run, seq)
+    return summary
 
 
 def top_runs(runs: Iterable[Run], metric: str, k: int, mode: Mode) -> list[Run]:
@@ -59,54 +115,39 @@ def top_runs(runs: Iterable[Run], metric: str, k: int, mode: Mode) -> list[Run]:
     return [by_id[run_id] for _, _, run_id in top.ranked()]
 
 
-Best = Mapping[str, tuple[Mode, str, float]]
-"""Per metric: (mode, run_id, value) of the best run, for metrics whose direction is known."""
+def summary_dict(groups: GroupSet, scope: frozenset[str] | None, corrupt: int) -> dict[str, object]:
+    """The public shape of a summary (what ``--json`` prints), from any read's groups.
 
-
-def summarize(runs: Iterable[Run]) -> tuple[Summary, dict[str, tuple[Mode, str, float]]]:
-    """Fold a stream of runs into a :class:`Summary` plus the best run of every metric whose
-    direction can be inferred from its name."""
-    summary = Summary()
-    modes: dict[str, Mode | None] = {}
-    tops: dict[str, TopK] = {}
-    for seq, run in enumerate(runs):
-        summary.add(run, seq)
-        position = run.offset if run.offset >= 0 else seq
-        for name, value in run.metrics.items():
-            top = tops.get(name)
-            if top is None:
-                mode = modes[name] = modes[name] if name in modes else infer_mode(name)
-                if mode is None:
-                    continue
-                top = tops[name] = TopK(1, mode)
-            top.add(value, position, run.run_id)
-    best: dict[str, tuple[Mode, str, float]] = {}
-    for name, top in tops.items():
-        if top.heap:
-            value, _, run_id = top.ranked()[0]
-            best[name] = (top.mode, run_id, value)
-    return summary, best
-
-
-def summary_dict(
-    total: int,
-    statuses: Mapping[str, int],
-    stats: Mapping[str, MetricStats],
-    best: Best,
-    corrupt: int,
-) -> dict[str, object]:
-    """The public shape of a summary (what ``--json`` prints)."""
+    ``total_runs`` and ``statuses`` count every run; the metric statistics and best runs cover
+    the runs whose status is in ``scope``.  A metric whose direction is unknown (or declared
+    both ways) gets no best run and a line in ``warnings``: a guessed best would mislead.
+    """
+    keys = groups.select(statuses=scope)
+    stats = groups.stats(keys)
     metrics: dict[str, object] = {}
+    warnings: list[str] = []
     for name in sorted(stats):
         entry = stats[name].to_dict()
-        chosen = best.get(name)
-        entry["mode"] = chosen[0] if chosen else None
-        entry["best_run_id"] = chosen[1] if chosen else None
-        entry["best_value"] = chosen[2] if chosen else None
+        try:
+            mode = declared_mode(name, groups.directions(name, keys)) or infer_mode(name)
+        except QueryError as exc:
+            mode = None
+            warnings.append(f"{name}: {exc}")
+        else:
+            if mode is None and entry["count"]:
+                warnings.append(f"{name}: no best shown, the direction is unknown; "
+                                f"ask with `exptrack best {name} --max` or `--min`")
+        ranked = groups.top(name, mode, 1, keys) if mode is not None else None
+        entry["mode"] = mode
+        entry["best_run_id"] = ranked[0][2] if ranked else None
+        entry["best_value"] = ranked[0][0] if ranked else None
         metrics[name] = entry
     return {
-        "total_runs": total,
+        "total_runs": groups.runs(),
         "corrupt_lines": corrupt,
-        "statuses": dict(sorted((k, v) for k, v in statuses.items() if v)),
+        "statuses": dict(sorted((k, v) for k, v in groups.statuses().items() if v)),
+        "status_scope": describe_scope(scope),
+        "ranked_runs": groups.runs(keys),
         "metrics": metrics,
+        "warnings": warnings,
     }

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
 
 from exptrack.errors import (
     CorruptStoreError,
@@ -19,9 +19,18 @@ from exptrack.errors import (
     StorageError,
     UnknownMetricError,
 )
-from exptrack.query.directions import infer_mode, resolve_mode
-from exptrack.query.ranking import summarize, summary_dict, top_runs
+from exptrack.query.directions import resolve_mode
+from exptrack.query.ranking import (
+    StatusScope,
+    describe_scope,
+    in_scope,
+    status_scope,
+    summarize,
+    summary_dict,
+    top_runs,
+)
 from exptrack.store import RUNS_FILE
+from exptrack.store.index.groups import GroupKey, GroupSet
 from exptrack.store.index.identity import IndexStats, StaleIndexError
 from exptrack.store.index.reducers import Mode
 from exptrack.store.record import CorruptLine, Run
@@ -200,19 +209,31 @@ class StoreReader:
                 matches.append(run)
         return _only_match(run_id, matches)
 
-    def best_run(self, metric: str, mode: str | None = None, *, where: Where = None) -> Run:
+    def best_run(self, metric: str, mode: str | None = None, *, where: Where = None,
+                 status: StatusScope = "finished") -> Run:
         """The run with the best finite value of ``metric`` (earliest run wins a tie).
 
+        Args:
+            metric: the metric to rank by.
+            mode: ``"max"`` or ``"min"``; by default the direction the runs in scope declared
+                (``log_run(..., directions={metric: "min"})``), else the one its name implies.
+            where: a filter expression (or a predicate on records).
+            status: only runs of this status compete: ``"finished"`` (default), a status name, a
+                list of them, or ``None`` / ``"any"`` for every run.
+
         Raises:
-            QueryError: ``mode`` is neither given nor inferable from the metric's name.
-            NoRunsError / UnknownMetricError (both ``LookupError``): nothing to rank.
+            QueryError: ``mode`` is neither given, declared nor inferable; the runs in scope
+                declare both directions; an unknown status.
+            NoRunsError / UnknownMetricError (both ``LookupError``): nothing to rank; an unknown
+                metric names the closest known ones.
         """
-        return self.top_runs(metric, 1, mode=mode, where=where)[0]
+        return self.top_runs(metric, 1, mode=mode, where=where, status=status)[0]
 
     @_serialized
-    def top_runs(self, metric: str, k: int = 10, *, mode: str | None = None, where: Where = None) -> list[Run]:
+    def top_runs(self, metric: str, k: int = 10, *, mode: str | None = None, where: Where = None,
+                 status: StatusScope = "finished") -> list[Run]:
         """The ``k`` best runs by ``metric``, best first; see :meth:`best_run`."""
-        chosen = resolve_mode(metric, mode)
+        scope = status_scope(status)
         if k < 1:
             raise InvalidRecordError(f"k must be at least 1, not {k}", "k")
         if where is not None and k <= TOP_K:
@@ -221,8 +242,11 @@ class StoreReader:
             index = self._indexed()
         else:
             index = None
+        chosen: Mode | None = None
         if index is not None:
-            entries = index.top(metric, chosen, k)
+            keys = index.select(statuses=scope)
+            chosen = self._ranking_mode(index.groups, keys, metric, mode, where)
+            entries = index.top(metric, chosen, k, keys)
             if entries is not None:
                 try:
                     ranked = [self._read_indexed(offset, run_id) for _, offset, run_id in entries]
@@ -230,36 +254,35 @@ class StoreReader:
                     self._index_failed(exc)
                 else:
                     if not ranked:
-                        if not index.runs:
-                            raise NoRunsError(f"no runs{' matching the filter' if where else ''} in {self.store}")
-                        raise UnknownMetricError(metric, sorted(index.folds))
+                        self._raise_nothing_to_rank(index.groups, keys, metric, scope, where)
                     return ranked
-        result = top_runs(self.runs(where=where), metric, k, chosen)
+        if chosen is None:  # no usable index: one pass for the names and directions
+            summary = summarize(self.runs(where=where))
+            keys = summary.groups.select(statuses=scope)
+            chosen = self._ranking_mode(summary.groups, keys, metric, mode, where)
+        result = top_runs(in_scope(self.runs(where=where), scope), metric, k, chosen)
         if not result:
-            self._raise_nothing_to_rank(metric, where)
+            summary = summarize(self.runs(where=where))
+            self._raise_nothing_to_rank(summary.groups, summary.groups.select(statuses=scope), metric, scope, where)
         return result
 
     @_serialized
-    def summary(self, *, where: Where = None) -> dict[str, Any]:
-        """Total runs, corrupt lines, runs per status and per-metric count/min/max/mean/std/best."""
+    def summary(self, *, where: Where = None, status: StatusScope = "finished") -> dict[str, Any]:
+        """Total runs, corrupt lines, runs per status (every run) and, over the runs of ``status``
+        (``"finished"`` by default; ``None`` / ``"any"`` for all), per-metric
+        count/min/max/mean/std and the best run; ``warnings`` names the metrics whose best is not
+        shown because their direction is unknown."""
+        scope = status_scope(status)
         full = self._indexed()
         index = full if where is None else self._filtered(where)
         if full is not None and index is not None:
             corrupt = self._indexed_corrupt(full)
             self.last_corrupt = corrupt
-            best: dict[str, tuple[Mode, str, float]] = {}
-            for name in index.folds:
-                mode = infer_mode(name)
-                entries = index.top(name, mode, 1) if mode is not None else None
-                if mode is not None and entries:
-                    value, _, run_id = entries[0]
-                    best[name] = (mode, run_id, value)
-            result = summary_dict(index.runs, index.statuses, index.metric_stats(), best, len(corrupt))
+            result = summary_dict(index.groups, scope, len(corrupt))
             result["unchecked_runs"] = full.unchecked
             return result
-        summary, best = summarize(self.runs(where=where))
-        stats = {name: fold.stats() for name, fold in summary.metrics.items()}
-        result = summary_dict(summary.total, summary.statuses, stats, best, len(self.last_corrupt))
+        summary = summarize(self.runs(where=where))
+        result = summary_dict(summary.groups, scope, len(self.last_corrupt))
         result["unchecked_runs"] = self.last_unchecked
         return result
 
@@ -415,16 +438,26 @@ class StoreReader:
         finally:
             os.close(fd)
 
-    def _raise_nothing_to_rank(self, metric: str, where: Where) -> None:
-        from exptrack.errors import UnknownMetricError
+    def _ranking_mode(self, groups: GroupSet, keys: Sequence[GroupKey], metric: str, mode: str | None,
+                      where: Where) -> Mode:
+        """The direction to rank ``metric`` in; an unknown metric is named before any direction is asked."""
+        if metric not in groups.metric_names():
+            if not groups.runs():
+                raise NoRunsError(f"no runs{' matching the filter' if where else ''} in {self.store}")
+            raise UnknownMetricError(metric, sorted(groups.metric_names()))
+        return resolve_mode(metric, mode, groups.directions(metric, keys))
 
-        known: set[str] = set()
-        any_run = False
-        for run in self.runs(where=where):
-            any_run = True
-            known.update(run.metrics)
-        if not any_run:
-            scope = " matching the filter" if where else ""
-            raise NoRunsError(f"no runs{scope} in {self.store}")
-        raise UnknownMetricError(metric, sorted(known))
-
+    def _raise_nothing_to_rank(self, groups: GroupSet, keys: Sequence[GroupKey], metric: str,
+                               scope: frozenset[str] | None, where: Where) -> NoReturn:
+        """Why there is no answer: no run of the statuses asked for, or none with a finite value."""
+        filtered = " matching the filter" if where else ""
+        others = {k: v for k, v in sorted(groups.statuses().items()) if scope is not None and k not in scope}
+        hint = ""
+        if others:
+            counts = ", ".join(f"{v} {k}" for k, v in others.items())
+            hint = f" ({counts} run(s) not ranked: pass status='any' or --status any to rank them)"
+        if not groups.runs(keys):
+            raise NoRunsError(f"no {describe_scope(scope)} runs{filtered} in {self.store}{hint}".replace(
+                "no any runs", "no runs"))
+        raise NoRunsError(f"no {describe_scope(scope)} run{filtered} has a finite value for metric "
+                          f"{metric!r}{hint}".replace("no any run", "no run"))

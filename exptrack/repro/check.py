@@ -241,7 +241,7 @@ def _check_index(
                                        "damaged (its checksum does not match); rebuilt from the log"))
     tracker = ExperimentTracker(root)
     try:
-        indexed = tracker.summary()
+        indexed = tracker.summary(status="any")
         corrupt = tracker.corrupt_lines()
         wrong += _disagreements(tracker, report, summary, tops, indexed, corrupt)
         for run_id, offset in sample:
@@ -287,11 +287,12 @@ def _disagreements(
     if dict(indexed["statuses"]) != {k: v for k, v in summary.statuses.items() if v}:
         wrong.append(f"its status counts {indexed['statuses']} differ from the log's")
     metrics: Mapping[str, Mapping[str, Any]] = indexed["metrics"]
-    if sorted(metrics) != sorted(summary.metrics):
+    every = summary.groups.stats()
+    if sorted(metrics) != sorted(every):
         wrong.append("it lists other metrics than the log holds")
         return wrong
-    for name, fold in summary.metrics.items():
-        want, got = fold.stats().to_dict(), metrics[name]
+    for name, stats in every.items():
+        want, got = stats.to_dict(), metrics[name]
         wrong.extend(
             f"metric {name!r}: {key} is {got[key]}, the log says {want[key]}"
             for key in ("count", "nonfinite", "min", "max")
@@ -302,7 +303,7 @@ def _disagreements(
             if not entries:
                 continue
             try:
-                best = tracker.top_runs(name, 1, mode=top.mode)[0]
+                best = tracker.top_runs(name, 1, mode=top.mode, status="any")[0]
             except ExptrackError as exc:
                 wrong.append(f"metric {name!r}: best ({top.mode}) failed: {exc}")
                 continue

@@ -39,11 +39,13 @@ import os
 import sys
 import zlib
 from array import array
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate, chain, compress, repeat
 from typing import Any
 
 from exptrack.store import codec, scan
+from exptrack.store.index.groups import DEFAULT_EXPERIMENT, GroupKey, declared_modes, experiment_of
 from exptrack.store.index.reducers import BLOCK_SHIFT, MetricStats
 from exptrack.store.record import SCHEMA_VERSION, CorruptLine, Run
 from exptrack.store.scan import _parse, _too_long
@@ -60,7 +62,7 @@ Predicate = Callable[[Run], bool]
 _FIELDS = operator.itemgetter("run_id", "status", "metrics", "schema", "params", "tags", "timestamp")
 """What a fast-path line contributes (all seven are present in every line ``codec.encode`` writes)."""
 _NUMBERS = frozenset({int, float})
-_DICT, _LIST, _INT = {dict}, {list}, {int}
+_DICT, _LIST, _INT, _STR = {dict}, {list}, {int}, {str}
 _UINT32 = array("I").itemsize == 4
 _PAIRS = sys.byteorder == "little" and _UINT32 and array("Q").itemsize == 8
 _SUFFIX = slice(-18, None)
@@ -105,6 +107,8 @@ class _Reader:
         self.offs: list[int] = []
         self.rows: list[tuple[Any, ...]] = []  # _FIELDS of each run, in log order
         self.marked = False  # the current chunk may hold a ``nonfinite`` section
+        self.exps: list[Any] = []  # each run's "experiment" field (None when absent)
+        self.dirs: list[Any] = []  # each run's "directions" section (None when absent)
 
     # -- one block of runs ----------------------------------------------------------------------
 
@@ -113,7 +117,8 @@ class _Reader:
         offs, rows = self.offs, self.rows
         if not offs:
             return
-        self.offs, self.rows = [], []
+        exps, dirs = self.exps, self.dirs
+        self.offs, self.rows, self.exps, self.dirs = [], [], [], []
         seg = self.seg
         run_ids, statuses, dicts, schemas, params, tags, stamps = zip(*rows)
         # what ``codec.from_object`` checks, for the whole block at once (a join refuses any
@@ -141,11 +146,38 @@ class _Reader:
             seg.starts.extend(accumulate(map(operator.add, map(len, keys[:-1]), repeat(1)), initial=len(seg.ids)))
             seg.ids += ids
             seg.ids += b"\n"
-        seg.statuses.update(statuses)
-        self._reduce(raw, offs, run_ids, dicts)
+        experiments: list[str]
+        if not any(exps):
+            experiments = [DEFAULT_EXPERIMENT] * len(offs)
+        elif set(map(type, exps)) == _STR and "" not in exps:  # every run names its experiment
+            experiments = exps
+        else:
+            experiments = list(map(experiment_of, exps))
+        if any(dirs):
+            self._declare(experiments, statuses, dirs)
+        if len(set(statuses)) == 1 and len(set(experiments)) == 1:  # the usual block: one group
+            key = (experiments[0], statuses[0])
+            seg.groups[key] += len(offs)
+            self._reduce(raw, offs, run_ids, dicts, key)
+            return
+        group_keys = list(zip(experiments, statuses))
+        seg.groups.update(group_keys)
+        for key in sorted(set(group_keys)):
+            chosen = list(map(key.__eq__, group_keys))
+            self._reduce(raw, list(compress(offs, chosen)), list(compress(run_ids, chosen)),
+                         list(compress(dicts, chosen)), key)
 
-    def _reduce(self, raw: bool, offs: list[int], run_ids: Sequence[str], dicts: Sequence[dict[str, Any]]) -> None:
-        parts = self.seg.metrics
+    def _declare(self, experiments: list[str], statuses: Sequence[str], dirs: list[Any]) -> None:
+        """Count the directions runs declare for their metrics, per group."""
+        for experiment, status, section in zip(experiments, statuses, dirs):
+            if section:
+                declared = self.seg.directions.setdefault((experiment, status), {})
+                for name, mode in declared_modes(section).items():
+                    declared.setdefault(name, Counter())[mode] += 1
+
+    def _reduce(self, raw: bool, offs: list[int], run_ids: Sequence[str], dicts: Sequence[dict[str, Any]],
+                key: GroupKey) -> None:
+        parts = self.seg.metrics.setdefault(key, {})
         block = self.block
         names: Any = dicts[0].keys()
         columns: Any
@@ -201,6 +233,8 @@ class _Reader:
         self.offs.append(run.offset)
         self.rows.append((run.run_id, run.status, dict(run.metrics), SCHEMA_VERSION, run.params, list(run.tags),
                           run.timestamp))
+        self.exps.append(run.get("experiment"))
+        self.dirs.append(run.get("directions"))
 
     # -- the pass -------------------------------------------------------------------------------
 
@@ -294,6 +328,8 @@ class _Reader:
         try:
             objs = list(map(_loads, part))
             rows = list(map(_FIELDS, objs))
+            exps = list(map(dict.get, objs, repeat("experiment")))
+            dirs = list(map(dict.get, objs, repeat("directions")))
         except (ValueError, KeyError, TypeError):  # one line is unusual: each goes its own way
             for i in range(lo, hi):
                 self._one(lines[i], starts[i], line_no + i + 1)
@@ -303,6 +339,8 @@ class _Reader:
                 _name_nonfinite(objs[i])
         self.offs.extend(starts[lo:hi])
         self.rows.extend(rows)
+        self.exps.extend(exps)
+        self.dirs.extend(dirs)
 
     def _one(self, line: bytes, offset: int, line_no: int) -> None:
         reason = self.exclude.get(offset)

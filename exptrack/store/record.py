@@ -41,8 +41,10 @@ SCHEMA_VERSION = 2
 2: ``metrics`` holds only numbers and null; a ``nonfinite`` section names each null's value.
 """
 
-Status = Literal["running", "finished", "failed", "killed"]
-STATUSES: tuple[str, ...] = ("running", "finished", "failed", "killed")
+Status = Literal["running", "finished", "failed", "killed", "pruned"]
+STATUSES: tuple[str, ...] = ("running", "finished", "failed", "killed", "pruned")
+"""``pruned``: stopped early on purpose (an Optuna trial cut by its pruner, early stopping); the
+run is information, not a failure, and is not ranked by default (ranking takes finished runs)."""
 
 JSONValue = Any  # a JSON tree; precise recursive aliases cost more in mypy than they catch
 
@@ -286,6 +288,29 @@ def normalize_tags(tags: Sequence[str] | Mapping[str, object] | str | None) -> t
     return tuple(out)
 
 
+def normalize_directions(directions: Mapping[str, object] | None) -> dict[str, str]:
+    """A ``directions`` section: metric name → ``"max"`` or ``"min"`` (which way is better).
+
+    Stored with the run so that ``best_run(metric)`` ranks it the way its producer meant
+    (an Optuna study's direction, a scikit-learn scorer's sign) instead of guessing from the name.
+    """
+    if directions is None:
+        return {}
+    if not isinstance(directions, Mapping):
+        raise InvalidRecordError(
+            f"directions must be a mapping of metric name to 'max' or 'min', not {type(directions).__name__}",
+            "directions")
+    out: dict[str, str] = {}
+    for name, mode in directions.items():
+        if type(name) is not str or not name:
+            raise InvalidRecordError(f"directions: metric name {name!r} must be a non-empty string", "directions")
+        if mode not in ("max", "min"):
+            raise InvalidRecordError(f"directions.{name}: {mode!r} is not 'max' or 'min'", f"directions.{name}")
+        _check_text(name, f"directions.{name}")
+        out[name] = str(mode)
+    return out
+
+
 def build_run(
     *,
     params: Mapping[str, object] | None = None,
@@ -296,8 +321,12 @@ def build_run(
     required_metrics: Sequence[str] = (),
     run_id: str | None = None,
     timestamp: str | None = None,
+    directions: Mapping[str, object] | None = None,
 ) -> Run:
-    """Validate and normalise one run; raises ``InvalidRecordError`` before anything is written."""
+    """Validate and normalise one run; raises ``InvalidRecordError`` before anything is written.
+
+    ``directions`` (metric name → ``"max"``/``"min"``) is stored as the record's ``directions``
+    section (also accepted inside ``extra``)."""
     if params is None:
         params = {}
     elif type(params) is not dict and not isinstance(params, Mapping):
@@ -315,6 +344,13 @@ def build_run(
             if key in _CORE_KEYS or key in _RESERVED:
                 raise InvalidRecordError(f"{key!r} is a reserved record field", key)
             clean_extra[key] = normalize_value(value, key, allow_nonfinite=False)
+    if directions is not None or "directions" in clean_extra:
+        declared = normalize_directions(clean_extra.get("directions"))
+        declared.update(normalize_directions(directions))
+        if declared:
+            clean_extra["directions"] = declared
+        else:
+            clean_extra.pop("directions", None)
     if run_id is not None and (type(run_id) is not str or not run_id.strip() or "\n" in run_id):
         raise InvalidRecordError(f"run_id must be a non-empty single-line string, not {run_id!r}", "run_id")
     return Run(

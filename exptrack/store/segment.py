@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 
+from exptrack.store.index.groups import GroupKey
 from exptrack.store.index.reducers import Part
 from exptrack.store.record import CorruptLine
 
@@ -74,9 +75,13 @@ class Segment:
     end: int
     lines: int = 0
     unchecked: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
+    groups: Counter[GroupKey] = field(default_factory=Counter)
+    """Runs per group key (experiment, status): see ``index.groups``."""
     corrupt: list[CorruptLine] = field(default_factory=list)
-    metrics: dict[str, MetricPart] = field(default_factory=dict)
+    metrics: dict[GroupKey, dict[str, MetricPart]] = field(default_factory=dict)
+    """Per group key, per metric: that group's share of the metric."""
+    directions: dict[GroupKey, dict[str, Counter[str]]] = field(default_factory=dict)
+    """Per group key, per metric: how many runs declared ``max`` / ``min`` in their ``directions``."""
     hashes: array[int] = field(default_factory=lambda: array("Q"))
     offsets: array[int] = field(default_factory=lambda: array("Q"))
     ids: bytearray = field(default_factory=bytearray)
@@ -91,6 +96,13 @@ class Segment:
     def runs(self) -> int:
         return len(self.offsets) + self.unmapped
 
+    @property
+    def statuses(self) -> Counter[str]:
+        """Runs per status (over every experiment)."""
+        counts: Counter[str] = Counter()
+        for (_, status), runs in self.groups.items():
+            counts[status] += runs
+        return counts
 
     def merge(self, other: Segment) -> None:
         """Append ``other``, which starts where this segment ends (line numbers are shifted)."""
@@ -102,15 +114,21 @@ class Segment:
         self.lines += other.lines
         self.unchecked += other.unchecked
         self.unmapped += other.unmapped
-        self.statuses.update(other.statuses)
-        for name, part in other.metrics.items():
-            mine = self.metrics.get(name)
-            if mine is None:
-                self.metrics[name] = part
-                continue
-            mine.blocks.extend(part.blocks)
-            _merge_heap(mine.top_max, part.top_max)
-            _merge_heap(mine.top_min, part.top_min)
+        self.groups.update(other.groups)
+        for key, parts in other.metrics.items():
+            mine_parts = self.metrics.setdefault(key, {})
+            for name, part in parts.items():
+                mine = mine_parts.get(name)
+                if mine is None:
+                    mine_parts[name] = part
+                    continue
+                mine.blocks.extend(part.blocks)
+                _merge_heap(mine.top_max, part.top_max)
+                _merge_heap(mine.top_min, part.top_min)
+        for key, declared in other.directions.items():
+            mine_declared = self.directions.setdefault(key, {})
+            for name, counts in declared.items():
+                mine_declared.setdefault(name, Counter()).update(counts)
         self.hashes.extend(other.hashes)
         self.offsets.extend(other.offsets)
         self.starts.extend(map(operator.add, other.starts, repeat(len(self.ids))))

@@ -5,9 +5,10 @@ Layout of ``<store>/.index/`` (everything here can be deleted at any time):
 ``index.json`` (orjson through ``codec``, replaced atomically: temp file, fsync, rename)
     format version; the log's identity (device, inode, fingerprint); the watermark (byte just
     after the last line folded in) and line count; run and status counts, unchecked runs, the
-    corrupt-line report (duplicates included); per metric its statistics fold
-    (``query.MetricFold``) and top-``TOP_K`` heaps in both directions, entries holding the value,
-    the run's offset and its id; the generation name and lengths of the id columns.
+    corrupt-line report (duplicates included); per group (experiment, status: ``groups.py``) its
+    run count, per metric its statistics fold (``MetricFold``) and top-``TOP_K`` heaps in both
+    directions, entries holding the value, the run's offset and its id, and the directions its
+    runs declared; the generation name and lengths of the id columns.
 ``<generation>.hash / .off / .pos / .ids`` (the run_id → offset map)
     one entry per valid run in log order: a stable 64-bit hash of the id (u64), the line's
     offset (u64), where the id starts in ``.ids`` (u64), and ``.ids`` itself, every id followed
@@ -43,20 +44,23 @@ import os
 import zlib
 from array import array
 from collections import Counter
+from collections.abc import Iterable
 from itertools import chain
 from typing import Any
 
 from exptrack.store import codec, parallel
 from exptrack.store.fsio import fs
+from exptrack.store.index.groups import GroupKey, GroupSet
 from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE, IndexStats, StaleIndexError, _why, fingerprint
 from exptrack.store.index.idmap import _COLUMNS, IdColumns, _write_all
-from exptrack.store.index.reducers import BLOCK_SHIFT, MetricFold, MetricStats, Mode, TopK
+from exptrack.store.index.reducers import BLOCK_SHIFT, MetricStats, Mode
 from exptrack.store.record import CorruptLine
 from exptrack.store.segment import TOP_K, Progress, Segment
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: reducers kept per group (experiment, status)."""
 _RESORT_AFTER = 1 << 16
 """Runs appended since the sorted hash column was written that are checked against a set, not by
 binary search; beyond this (or a quarter of the history) the column is rewritten."""
@@ -95,10 +99,8 @@ class LogIndex(IdColumns):
         self.size_seen = 0  # log size when the index was last refreshed (the tail is pending)
         self.lines = 0
         self.unchecked = 0
-        self.statuses: Counter[str] = Counter()
         self.corrupt: list[CorruptLine] = []
-        self.folds: dict[str, MetricFold] = {}
-        self.tops: dict[str, tuple[TopK, TopK]] = {}
+        self.groups = GroupSet(TOP_K)
         self.generation = ""
         self.count = 0  # entries in the id columns (= valid runs)
         self.ids_length = 0
@@ -128,7 +130,7 @@ class LogIndex(IdColumns):
 
     def stats(self) -> IndexStats:
         return IndexStats(self.path, self.persistent, self.watermark, self.lines, self.count, len(self.corrupt),
-                          len(self.folds), self.generation, self.rebuilds)
+                          len(self.groups.metric_names()), self.generation, self.rebuilds)
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -138,13 +140,8 @@ class LogIndex(IdColumns):
             "log": {"dev": self.dev, "ino": self.ino, "watermark": self.watermark, "lines": self.lines,
                     "fingerprint": self._fingerprint},
             "unchecked": self.unchecked,
-            "statuses": dict(self.statuses),
             "corrupt": [[c.line, c.offset, c.length, c.reason] for c in self.corrupt],
-            "metrics": {
-                name: {"fold": fold.to_state(), "max": self.tops[name][0].to_state(),
-                       "min": self.tops[name][1].to_state()}
-                for name, fold in self.folds.items()
-            },
+            "groups": self.groups.to_state(),
             "ids": {"generation": self.generation, "count": self.count, "length": self.ids_length,
                     "sorted": [self.sorted_name, self.sorted_count, self.crcs.get("sorted", 0)],
                     "crc": {column: self.crcs.get(column, 0) for column in _COLUMNS}},
@@ -161,12 +158,8 @@ class LogIndex(IdColumns):
         self.watermark, self.lines = int(log["watermark"]), int(log["lines"])
         self._fingerprint = str(log["fingerprint"])
         self.unchecked = int(state["unchecked"])
-        self.statuses = Counter({str(k): int(v) for k, v in state["statuses"].items()})
         self.corrupt = [CorruptLine(int(a), int(b), int(c), str(d)) for a, b, c, d in state["corrupt"]]
-        self.folds, self.tops = {}, {}
-        for name, entry in state["metrics"].items():
-            self.folds[name] = MetricFold.from_state(entry["fold"])
-            self.tops[name] = (TopK.from_state(TOP_K, "max", entry["max"]), TopK.from_state(TOP_K, "min", entry["min"]))
+        self.groups.load_state(state["groups"])
         ids = state["ids"]
         self.generation, self.count, self.ids_length = str(ids["generation"]), int(ids["count"]), int(ids["length"])
         self.sorted_name, self.sorted_count = str(ids["sorted"][0]), int(ids["sorted"][1])
@@ -343,17 +336,14 @@ class LogIndex(IdColumns):
         self.lines += segment.lines
         self.watermark = segment.end
         self.unchecked += segment.unchecked
-        self.statuses.update(segment.statuses)
-        for name, part in segment.metrics.items():
-            fold = self.folds.get(name)
-            if fold is None:
-                fold = self.folds[name] = MetricFold()
-                self.tops[name] = (TopK(TOP_K, "max"), TopK(TOP_K, "min"))
-            for block, values in part.blocks:
-                fold.feed(block, values)
-            high, low = self.tops[name]
-            high.merge(TopK(TOP_K, "max", part.top_max))
-            low.merge(TopK(TOP_K, "min", part.top_min))
+        for key, runs in segment.groups.items():
+            self.groups.group(key).runs += runs
+        for key, parts in segment.metrics.items():
+            group = self.groups.group(key)
+            for name, part in parts.items():
+                group.fold(name, part.blocks, part.top_max, part.top_min)
+        for key, declared in segment.directions.items():
+            self.groups.group(key).declare(declared)
         self._new_sorted = None
         if segment.runs and (not self.sorted_count or self.count + segment.runs - self.sorted_count > max(
                 _RESORT_AFTER, self.sorted_count // 4)):
@@ -368,17 +358,29 @@ class LogIndex(IdColumns):
 
     # -- answers ---------------------------------------------------------------------------------
 
-    def top(self, metric: str, mode: Mode, k: int) -> list[tuple[float, int, str]] | None:
-        """Up to ``k`` best (value, offset, run_id) entries, or None when ``k`` exceeds ``TOP_K``."""
-        if k > TOP_K:
-            return None
-        tops = self.tops.get(metric)
-        if tops is None:
-            return []
-        return (tops[0] if mode == "max" else tops[1]).ranked()[:k]
+    # Every answer takes ``keys``, the group keys in scope (None: every run); ``select`` names
+    # them by experiment and status.  See ``groups.py``.
 
-    def metric_stats(self) -> dict[str, MetricStats]:
-        return {name: fold.stats() for name, fold in self.folds.items()}
+    @property
+    def statuses(self) -> Counter[str]:
+        """Runs per status, over every experiment."""
+        return self.groups.statuses()
+
+    def select(self, *, experiments: Iterable[str] | None = None,
+               statuses: Iterable[str] | None = None) -> list[GroupKey]:
+        """The keys of the groups of these experiments and statuses (None: any)."""
+        return self.groups.select(experiments=experiments, statuses=statuses)
+
+    def top(self, metric: str, mode: Mode, k: int, keys: Iterable[GroupKey] | None = None,
+            ) -> list[tuple[float, int, str]] | None:
+        """Up to ``k`` best (value, offset, run_id) entries, or None when ``k`` exceeds ``TOP_K``."""
+        return self.groups.top(metric, mode, k, keys)
+
+    def metric_stats(self, keys: Iterable[GroupKey] | None = None) -> dict[str, MetricStats]:
+        return self.groups.stats(keys)
+
+    def metric_names(self, keys: Iterable[GroupKey] | None = None) -> set[str]:
+        return self.groups.metric_names(keys)
 
 
 

@@ -326,7 +326,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="0.05 s cases, one repetition, no MLflow by default")
     parser.add_argument("--procs", default="1,2,4,8", help="writer process counts (default 1,2,4,8)")
     parser.add_argument("--seconds", type=float, default=None, help="append time per case (default 2; quick 0.05)")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions per case (default 3; quick 1)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per case (default 5; quick 1)")
     parser.add_argument("--max-runs", type=int, default=None,
                         help="stop a case early after this many runs in all (default 500000, ~350 MB; quick 2000)")
     parser.add_argument("--batch", type=int, default=100, help="runs per log_runs call when batched (default 100)")
@@ -337,7 +337,7 @@ def main() -> int:
     args = parser.parse_args()
     procs = sorted({int(p) for p in args.procs.split(",")})
     seconds = args.seconds or (0.05 if args.quick else 2.0)
-    reps = args.reps or (1 if args.quick else 3)
+    reps = args.reps or (1 if args.quick else 5)
     max_runs = args.max_runs or (2_000 if args.quick else 500_000)
     if args.peers is None:
         wanted = ["optuna"] if args.quick else ["optuna", "mlflow"]

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from exptrack.errors import InvalidRecordError
-from exptrack.store.record import SCHEMA_VERSION, Run
+from exptrack.store.record import SCHEMA_VERSION, STATUSES, Run, build_run, new_run_id, utc_timestamp
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """Largest line (including ``\\n``) written or read: 16 MiB.  Bigger payloads are artifacts."""
@@ -91,6 +91,132 @@ def encode(run: Run) -> bytes:
         )
     crc = zlib.crc32(payload)
     return b"%b,\"crc\":\"%08x\"}\n" % (payload[:-1], crc)
+
+
+# orjson hands every value it has no *plain* JSON form for to ``default`` (subclasses of str/int/
+# dict/list, datetimes, dataclasses, numpy, sets, bytes...), and ``_refuse`` gives up on it: the
+# record then takes the Python walk of ``record.normalize_value``, which owns every such rule.
+_FAST_OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_RESERVED = frozenset(("schema", "run_id", "timestamp", "status", "params", "metrics", "tags", "crc", NONFINITE_KEY))
+
+
+class _NotPlain(Exception):
+    """A value the fast path leaves to the Python walk (never escapes this module)."""
+
+
+def _refuse(value: object) -> object:
+    raise _NotPlain
+
+
+def build_line(
+    *,
+    params: Mapping[str, object] | None = None,
+    metrics: Mapping[str, object] | None = None,
+    tags: object = None,
+    status: str = "finished",
+    extra: Mapping[str, object] | None = None,
+    required_metrics: Sequence[str] = (),
+    run_id: str | None = None,
+    timestamp: str | None = None,
+) -> tuple[Run, bytes]:
+    """Validate, normalise and encode a new run: ``build_run`` + ``encode`` with the same result.
+
+    The common record holds only plain JSON values, and then orjson can do the validating in C:
+    it encodes the record (refusing, through ``default``, anything but plain str/int/float/bool/
+    None/list/dict, ints beyond 64 bits, lone surrogates, non-string keys), and decoding the bytes
+    back must give a record *equal* to the input -- which also catches what orjson would write
+    without asking (NaN/Infinity as ``null``, a UUID or an Enum as its string or value, a tuple).
+    Anything else takes the reference path, ``record.build_run`` then :func:`encode`, so the
+    accepted values, their stored form and every error message are exactly the reference's
+    (tests/test_fast_encode.py checks both paths agree on generated values).
+
+    Raises:
+        InvalidRecordError, MissingMetricError: as ``record.build_run``.
+    """
+    fast = _fast_line(params, metrics, tags, status, extra, required_metrics, run_id, timestamp)
+    if fast is not None:
+        return fast
+    run = build_run(
+        params=params, metrics=metrics, tags=tags,  # type: ignore[arg-type]  # build_run checks it
+        status=status, extra=extra, required_metrics=required_metrics, run_id=run_id, timestamp=timestamp,
+    )
+    return run, encode(run)
+
+
+def _fast_line(
+    params: object,
+    metrics: object,
+    tags: object,
+    status: str,
+    extra: object,
+    required: Sequence[str],
+    run_id: object,
+    timestamp: object,
+) -> tuple[Run, bytes] | None:
+    """The run and its line when every value is plain, else ``None`` (the reference path decides)."""
+    if run_id is not None:
+        return None  # a given id (imports, resume) follows record's rules for ids; rare, so not here
+    run_id = new_run_id()
+    timestamp = timestamp or utc_timestamp()
+    if type(timestamp) is not str:
+        return None
+    if params is None:
+        params = {}
+    if metrics is None:
+        metrics = {}
+    if type(params) is not dict or type(metrics) is not dict or status not in STATUSES:
+        return None
+    for name, value in metrics.items():
+        kind = type(value)  # bool is an int subclass, and not a metric: exact types only
+        if (kind is not float and kind is not int) or type(name) is not str or not name:
+            return None
+    for name in required:
+        if name not in metrics:
+            return None
+    if tags is None:
+        tag_list: list[str] = []
+    elif type(tags) is list or type(tags) is tuple:
+        tag_list = list(tags)  # checked item by item below
+        for tag in tag_list:
+            if type(tag) is not str:
+                return None
+        if len(set(tag_list)) != len(tag_list):  # the reference drops repeats
+            return None
+    else:
+        return None
+    body: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "run_id": run_id,
+        "timestamp": timestamp,
+        "status": status,
+        "params": params,
+        "metrics": metrics,
+        "tags": tag_list,
+    }
+    if extra:
+        if type(extra) is not dict or not _RESERVED.isdisjoint(extra):
+            return None
+        body.update(extra)
+    try:
+        payload = orjson.dumps(body, default=_refuse, option=_FAST_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    stored = orjson.loads(payload)
+    if stored != body:  # a value orjson wrote in another form than it came in (NaN, UUID, tuple...)
+        return None
+    if len(payload) + _CRC_SUFFIX_LEN + 1 > MAX_RECORD_BYTES:
+        return None  # the reference path raises the size error
+    del stored["schema"]
+    run = Run(
+        run_id=stored.pop("run_id"),
+        timestamp=stored.pop("timestamp"),
+        status=stored.pop("status"),
+        params=stored.pop("params"),
+        metrics=stored.pop("metrics"),
+        tags=tuple(stored.pop("tags")),
+        extra=stored,
+    )
+    return run, b"%b,\"crc\":\"%08x\"}\n" % (payload[:-1], zlib.crc32(payload))
 
 
 def checksum_state(line: bytes | memoryview) -> bool | None:

@@ -11,7 +11,8 @@ Protocol for one append (one or many pre-encoded lines):
    never truncates, so a reader holding offsets never sees a byte change;
 4. one ``write()`` of all lines on an ``O_APPEND`` descriptor, looping only on a short write;
 5. release the lock, then ``fsync`` when durable (outside the lock so concurrent writers' syncs
-   overlap; the record is acknowledged only when the sync returned).
+   overlap and share the kernel's journal commit; the record is acknowledged only when a sync
+   that started after its write returned).
 
 The lock file is never deleted: deleting it races a waiter that already opened it.
 
@@ -52,13 +53,10 @@ _POLL_MAX = 2e-3
 # Before sleeping, yield the CPU a few times: with more writers than cores the holder is usually
 # just descheduled, and a sleep costs ~100 µs here while a yield costs ~2 µs.
 _SPIN_YIELDS = 16
-# Group commit: the lock file also holds two watermarks, each 8 bytes plus a check word so a
-# torn read is recognised: "syncing_to" (an fsync in flight covers the log up to here) and
-# "synced_to" (a completed fsync covered the log up to here).
-_SYNCING_AT = 128
-_SYNCED_AT = 144
+# The lock file also holds a watermark, 8 bytes plus a check word so a torn read is recognised:
+# "synced_to", a completed fsync covered the log up to here (see ``Journal._sync``).
+_SYNCED_AT = 144  # bytes 128..143 held a "syncing_to" mark that nothing reads any more
 _CHECK = 0x5EC0_FFEE_D00D_CAFE
-_MAX_SYNC_WAIT = 0.02
 
 
 def lock_timeout_from_env(default: float = DEFAULT_LOCK_TIMEOUT) -> float:
@@ -253,34 +251,23 @@ class Journal:
         return start
 
     def _sync(self, end: int, fd: int, lock_fd: int) -> None:
-        """Make the log durable up to ``end``, sharing ``fsync`` calls between processes.
+        """Make the log durable up to ``end``, skipping the ``fsync`` when another one covered it.
 
-        Group commit through two watermarks in the lock file: while another process's fsync is in
-        flight, wait for it instead of queueing a sync of our own behind it; when it completes,
-        either it covered ``end`` or one waiter leads the next sync for everyone who wrote
-        meanwhile.  With 8 writers one fsync typically acknowledges several runs.  A leader that
-        died mid-sync is waited for at most ``_MAX_SYNC_WAIT``.
+        The lock file keeps a watermark, "synced_to": a completed fsync covered the log up to
+        here.  When it already covers ``end`` the run is durable and no call is needed; otherwise
+        this process syncs at once.  It does not wait for an fsync in flight: concurrent ``fsync``
+        calls on one file share the file system's journal commit in the kernel, which costs no
+        CPU, where polling a watermark cost ~400 µs of CPU per run with 8 writers on 2 cores
+        (half the durable throughput).  A run is acknowledged only after a completed fsync whose
+        start followed its write.
         """
         io = fs()
         key = self._mark_key
-        deadline = 0.0
-        while True:
-            synced = _read_mark(lock_fd, _SYNCED_AT, key)
-            if synced >= end:
-                return
-            if _read_mark(lock_fd, _SYNCING_AT, key) <= synced:
-                break  # no sync in flight: lead one
-            now = time.monotonic()
-            if not deadline:
-                deadline = now + _MAX_SYNC_WAIT
-            elif now >= deadline:
-                break
-            time.sleep(50e-6)
-        target = io.size(fd)
-        _raise_mark(lock_fd, _SYNCING_AT, target, key)
+        if _read_mark(lock_fd, _SYNCED_AT, key) >= end:
+            return
+        target = io.size(fd)  # everything written so far: this fsync covers it all
         io.fsync(fd)
         _raise_mark(lock_fd, _SYNCED_AT, target, key)
-
 
     def _append_locked(self, data: bytes) -> int:
         """Append ``data`` with both the thread lock and the file lock held; return its offset."""

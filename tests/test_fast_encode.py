@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exptrack.errors import ExptrackError
-from exptrack.store import codec
+from exptrack.store import codec, record
 from exptrack.store.record import build_run
 
 RUN_ID = "0193a1b2c3d4e5f60718293a4b5c6d7e"
@@ -67,7 +67,9 @@ def reference(**fields: Any) -> tuple[Any, bytes]:
 
 def fast(**fields: Any) -> tuple[Any, bytes]:
     # a new run's id is random: fix it so the two paths' records can be compared
-    with mock.patch.object(codec, "new_run_id", lambda: RUN_ID):
+    with mock.patch.object(codec, "new_run_id", return_value=RUN_ID), mock.patch.object(
+        record, "new_run_id", return_value=RUN_ID
+    ):
         return codec.build_line(**fields)
 
 

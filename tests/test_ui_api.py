@@ -14,8 +14,9 @@ pytest.importorskip("plotly")
 from starlette.testclient import TestClient
 
 from exptrack import ExperimentTracker
+from exptrack.ui.selection import select
 from exptrack.ui.server import create_app
-from exptrack.ui.views import downsample, select
+from exptrack.ui.views import downsample
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -276,7 +277,7 @@ def test_the_server_never_writes_to_the_store(tracker: ExperimentTracker, client
 
 def test_pages_past_the_newest_runs_kept_in_memory_read_by_id(tracker: ExperimentTracker, client: TestClient,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("exptrack.ui.views.NEWEST", 4)
+    monkeypatch.setattr("exptrack.ui.selection.NEWEST", 4)
     ids = make_store(tracker, 23)
     pages = [client.get("/api/runs", params={"limit": 5, "offset": start}).json()["runs"] for start in range(0, 25, 5)]
     assert [run["run_id"] for page in pages for run in page] == ids[::-1]

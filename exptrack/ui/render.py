@@ -23,7 +23,8 @@ from exptrack.store import codec
 from exptrack.store.record import utc_timestamp
 from exptrack.tracker import ExperimentTracker
 from exptrack.ui.assets import SCRIPTS, plotly_js_path, static_text
-from exptrack.ui.views import StoreView, columns_payload, points_payload, reproduce_steps, select
+from exptrack.ui.selection import columns_payload, points_payload, select
+from exptrack.ui.views import StoreView, reproduce_steps
 
 MAX_REPORT_RUNS = 5000
 """Runs embedded whole in a report; beyond it the newest are kept and the page says so."""

@@ -16,16 +16,16 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from exptrack.errors import ExptrackError, QueryError
-from exptrack.query.directions import infer_mode
 from exptrack.query.sort import parse_sort, sort_records
+from exptrack.store.index.identity import IndexStats
 from exptrack.store.record import Run
 from exptrack.tracker import ExperimentTracker
+from exptrack.ui.selection import Selection, columns_payload, points_payload
 
 MAX_PAGE = 1000
 """Largest ``limit`` of one page of runs: the table pages on the server, it never loads a store."""
@@ -34,123 +34,10 @@ DEFAULT_POINTS = 2000
 MAX_POINTS = 20000
 DEFAULT_CURVE_POINTS = 1000
 """Points of one metric's history sent to the page; longer histories are downsampled."""
-NEWEST = 1000
 _CACHED = 16  # answers kept per store view: a few filters x sorts, the current version only
+_SELECTIONS = 8  # filters whose selections are kept and extended as the log grows
 
 T = TypeVar("T")
-
-
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested params as dotted scalar columns (``optimizer.lr``); lists become their JSON text."""
-    from exptrack.store import codec
-
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten_params(value, name + "."))
-        elif isinstance(value, (list, tuple)):
-            out[name] = codec.dumps(list(value)).decode()
-        else:
-            out[name] = value
-    return out
-
-
-@dataclass(slots=True)
-class Selection:
-    """The runs matching one filter at one store version, reduced to what the views need.
-
-    ``ids`` are in log order (time order).  ``sample`` holds at most the requested number of
-    chart rows, evenly spaced over the matching runs; ``best`` the best-so-far change points of
-    every metric in both directions, computed over *all* matching runs, not the sample.
-    """
-
-    ids: list[str] = field(default_factory=list)
-    sample: list[dict[str, Any]] = field(default_factory=list)
-    stride: int = 1
-    params: set[str] = field(default_factory=set)
-    metrics: set[str] = field(default_factory=set)
-    extras: set[str] = field(default_factory=set)
-    best: dict[str, dict[str, list[list[Any]]]] = field(default_factory=dict)
-    newest: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """The newest ``NEWEST`` runs as stored, so the table's first pages need no lookup by id."""
-
-
-# Top-level record sections shown as table columns when runs carry them (names and notes from
-# the run lifecycle; the experiment a run belongs to).
-_EXTRA_COLUMNS = ("experiment", "name", "note")
-
-
-def _chart_row(position: int, run: Run) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "n": position, "run_id": run.run_id, "timestamp": run.timestamp, "status": run.status,
-        "params": flatten_params(run.params), "metrics": dict(run.metrics), "tags": list(run.tags),
-    }
-    for key in _EXTRA_COLUMNS:
-        if key in run.extra:
-            row[key] = run.extra[key]
-    return row
-
-
-def select(runs: Iterable[Run], max_points: int, newest: int | None = None) -> Selection:
-    """One pass over the matching runs: ids, a stride sample for charts, best-so-far traces."""
-    sel = Selection()
-    stride = 1
-    sample: list[dict[str, Any]] = []
-    best_max: dict[str, float] = {}
-    best_min: dict[str, float] = {}
-    kept: deque[Run] = deque(maxlen=NEWEST if newest is None else newest)
-    for n, run in enumerate(runs):
-        kept.append(run)
-        sel.ids.append(run.run_id)
-        sel.params.update(run.params)
-        if run.extra:
-            sel.extras.update(key for key in _EXTRA_COLUMNS if key in run.extra)
-        for name, value in run.metrics.items():
-            if value - value != 0:  # NaN and ±inf are never ranked
-                continue
-            traces = sel.best.get(name)
-            if traces is None:
-                traces = sel.best[name] = {"max": [], "min": []}
-                best_max[name], best_min[name] = -math.inf, math.inf
-            if value > best_max[name]:
-                best_max[name] = value
-                traces["max"].append([n, value, run.run_id])
-            if value < best_min[name]:
-                best_min[name] = value
-                traces["min"].append([n, value, run.run_id])
-        sel.metrics.update(run.metrics)
-        if n % stride == 0:
-            sample.append(_chart_row(n, run))
-            if len(sample) >= 2 * max_points:  # halve the sample, double the stride: still even
-                stride *= 2
-                sample = [row for row in sample if row["n"] % stride == 0]
-    if len(sample) > max_points:
-        step = len(sample) / max_points
-        sample = [sample[int(i * step)] for i in range(max_points)]
-        stride = max(1, round(len(sel.ids) / max_points))
-    sel.sample, sel.stride = sample, stride
-    sel.newest = {run.run_id: run.to_dict() for run in kept}
-    return sel
-
-
-def points_payload(sel: Selection) -> dict[str, Any]:
-    """``/api/points``: the chart rows, whether they are a sample, best-so-far traces, directions."""
-    return {
-        "rows": sel.sample, "total": len(sel.ids), "sampled": len(sel.sample) < len(sel.ids),
-        "stride": sel.stride, "best": sel.best, "metrics": sorted(sel.metrics),
-        "modes": {name: infer_mode(name) for name in sorted(sel.metrics)},
-    }
-
-
-def columns_payload(sel: Selection) -> dict[str, Any]:
-    """``/api/columns``: run fields, then every metric and param seen in any matching run."""
-    base = ["run_id", *sorted(sel.extras, key=_EXTRA_COLUMNS.index), "timestamp", "status", "tags"]
-    return {
-        "columns": [*base, *(f"metrics.{m}" for m in sorted(sel.metrics)),
-                    *(f"params.{p}" for p in sorted(sel.params))],
-        "metrics": sorted(sel.metrics), "params": sorted(sel.params), "total": len(sel.ids),
-    }
 
 
 def downsample(points: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]]:
@@ -214,15 +101,21 @@ class StoreView:
         self.tracker = tracker
         self._lock = threading.RLock()  # the tracker and its index are not shared between threads
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._selections: OrderedDict[tuple[str | None, int], Selection] = OrderedDict()
 
     # -- versions and caching -------------------------------------------------------------------
 
-    def version(self) -> str:
+    def _stats(self) -> IndexStats | None:
+        try:
+            return self.tracker.refresh_index()
+        except ExptrackError:  # no usable index (queries scan the log)
+            return None
+
+    def version(self, stats: IndexStats | None = None) -> str:
         """A tag that changes whenever a record is appended (the ETag of every answer)."""
         with self._lock:
-            try:
-                stats = self.tracker.refresh_index()
-            except ExptrackError:  # no usable index: the log file's identity and size still tell
+            stats = stats or self._stats()
+            if stats is None:  # the log file's identity and size still tell
                 try:
                     info = os.stat(self.tracker.runs_path)
                 except FileNotFoundError:
@@ -246,8 +139,49 @@ class StoreView:
             return version, value
 
     def selection(self, where: str | None, max_points: int = DEFAULT_POINTS) -> tuple[str, Selection]:
-        return self._cached(("select", where, max_points),
-                            lambda: select(self.tracker.runs(where=where), max_points))
+        """The runs matching ``where`` now: the last selection extended by the runs appended since
+        (when the index only grew and only runs were appended), else one read through the tracker.
+
+        Call it, and read what it returns, under ``self._lock``: an extension changes it in place.
+        """
+        with self._lock:
+            stats = self._stats()
+            version = self.version(stats)
+            key = (where, max_points)
+            sel = self._selections.get(key)
+            if sel is not None and stats is not None and sel.generation == stats.generation and (
+                    sel.watermark == stats.watermark
+                    or (sel.watermark < stats.watermark and self._extend(sel, where, stats.watermark))):
+                self._selections.move_to_end(key)
+                return version, sel
+            sel = Selection(max_points)
+            if stats is not None:
+                sel.generation, sel.watermark = stats.generation, stats.watermark
+            sel.add_all(self.tracker.runs(where=where))
+            self._selections[key] = sel
+            while len(self._selections) > _SELECTIONS:
+                self._selections.popitem(last=False)
+            return version, sel
+
+    def _extend(self, sel: Selection, where: str | None, watermark: int) -> bool:
+        """Feed ``sel`` the runs logged in ``[sel.watermark, watermark)``; False when that range
+        holds anything but new valid runs (an edit, a corrupt or repeated line): then the caller
+        reads everything again through the tracker, which knows how to fold those.
+        """
+        from exptrack.query.parser import compile_where
+        from exptrack.store.scan import LogScan
+
+        predicate = compile_where(where) if where else None
+        corrupt = {line.offset for line in self.tracker.corrupt_lines()}
+        new: list[Run] = []
+        for item in LogScan(str(self.tracker.runs_path), start=sel.watermark, end=watermark):
+            if type(item) is not Run or item.offset in corrupt:
+                return False
+            if item.offset > sel.last_offset and (predicate is None or predicate(item)):
+                new.append(item)
+        sel.add_all(new)
+        sel.watermark = watermark
+        return True
 
     def warm(self) -> None:
         """Answer the first page's questions ahead of time (errors are left for the requests)."""
@@ -284,26 +218,29 @@ class StoreView:
             total = len(ids)
             known: dict[str, dict[str, Any]] = {}
         else:
-            version, sel = self.selection(where)
-            total = len(sel.ids)
-            stop = max(0, total - offset)
-            page = sel.ids[max(0, stop - limit):stop][::-1]  # newest first
-            known = sel.newest
+            with self._lock:
+                version, sel = self.selection(where)
+                total = len(sel.ids)
+                stop = max(0, total - offset)
+                page = sel.ids[max(0, stop - limit):stop][::-1]  # newest first
+                known = sel.newest
         with self._lock:
             runs = [known.get(run_id) or self.tracker.get_run(run_id).to_dict() for run_id in page]
         return version, {"runs": runs, "total": total, "limit": limit, "offset": offset}
 
     def columns(self, where: str | None) -> tuple[str, dict[str, Any]]:
         """The table's columns for the runs matching ``where`` (params and metrics seen in any)."""
-        version, sel = self.selection(where)
-        return version, columns_payload(sel)
+        with self._lock:
+            version, sel = self.selection(where)
+            return version, columns_payload(sel)
 
     def points(self, where: str | None, max_points: int) -> tuple[str, dict[str, Any]]:
         """Chart rows (a sample when there are more runs than ``max_points``) and best-so-far traces."""
         if not 1 <= max_points <= MAX_POINTS:
             raise QueryError(f"max_points must be between 1 and {MAX_POINTS}, not {max_points}")
-        version, sel = self.selection(where, max_points)
-        return version, points_payload(sel)
+        with self._lock:
+            version, sel = self.selection(where, max_points)
+            return version, points_payload(sel)
 
     def summary(self, where: str | None) -> tuple[str, dict[str, Any]]:
         return self._cached(("summary", where), lambda: self.tracker.summary(where=where))

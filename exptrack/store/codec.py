@@ -97,7 +97,9 @@ def encode(run: Run) -> bytes:
 # dict/list, datetimes, dataclasses, numpy, sets, bytes...), and ``_refuse`` gives up on it: the
 # record then takes the Python walk of ``record.normalize_value``, which owns every such rule.
 _FAST_OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-_RESERVED = frozenset(("schema", "run_id", "timestamp", "status", "params", "metrics", "tags", "crc", NONFINITE_KEY))
+_RESERVED = frozenset(
+    ("schema", "run_id", "timestamp", "status", "params", "metrics", "tags", "crc", "directions", NONFINITE_KEY)
+)
 
 
 class _NotPlain(Exception):
@@ -118,6 +120,7 @@ def build_line(
     required_metrics: Sequence[str] = (),
     run_id: str | None = None,
     timestamp: str | None = None,
+    directions: Mapping[str, object] | None = None,
 ) -> tuple[Run, bytes]:
     """Validate, normalise and encode a new run: ``build_run`` + ``encode`` with the same result.
 
@@ -133,12 +136,14 @@ def build_line(
     Raises:
         InvalidRecordError, MissingMetricError: as ``record.build_run``.
     """
-    fast = _fast_line(params, metrics, tags, status, extra, required_metrics, run_id, timestamp)
+    # Declared directions are validated by the record's rules: that rarer record takes the reference path.
+    fast = None if directions else _fast_line(params, metrics, tags, status, extra, required_metrics, run_id, timestamp)
     if fast is not None:
         return fast
     run = build_run(
         params=params, metrics=metrics, tags=tags,  # type: ignore[arg-type]  # build_run checks it
         status=status, extra=extra, required_metrics=required_metrics, run_id=run_id, timestamp=timestamp,
+        directions=directions,
     )
     return run, encode(run)
 

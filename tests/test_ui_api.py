@@ -282,3 +282,19 @@ def test_pages_past_the_newest_runs_kept_in_memory_read_by_id(tracker: Experimen
     pages = [client.get("/api/runs", params={"limit": 5, "offset": start}).json()["runs"] for start in range(0, 25, 5)]
     assert [run["run_id"] for page in pages for run in page] == ids[::-1]
     assert pages[4][-1]["params"] == dict(tracker.get_run(ids[0]).params)
+
+
+def test_best_so_far_ranks_finished_runs_unless_asked(tracker: ExperimentTracker, client: TestClient) -> None:
+    first = tracker.log_run(params={"x": 1}, metrics={"accuracy": 0.5})
+    failed = tracker.log_run(params={"x": 2}, metrics={"accuracy": 0.9}, status="failed")
+    last = tracker.log_run(params={"x": 3}, metrics={"accuracy": 0.7})
+    finished = client.get("/api/points").json()
+    assert [p[2] for p in finished["best"]["accuracy"]["max"]] == [first.run_id, last.run_id]  # as best_run ranks
+    assert finished["ranked"] == ["finished"]
+    assert len(finished["rows"]) == 3  # every run is drawn
+    anything = client.get("/api/points", params={"status": "any"}).json()
+    assert [p[2] for p in anything["best"]["accuracy"]["max"]] == [first.run_id, failed.run_id]
+    assert anything["ranked"] == "any"
+    assert client.get("/api/points", params={"status": "nope"}).status_code == 400
+    assert client.get("/api/summary", params={"status": "any"}).json()["metrics"]["accuracy"]["count"] == 3
+    assert client.get("/api/summary", params={"status": "bogus"}).status_code == 400

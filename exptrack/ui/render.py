@@ -91,7 +91,9 @@ def report_data(tracker: ExperimentTracker, where: str | None) -> dict[str, Any]
         "version": version, "generated": utc_timestamp(), "store": store, "where": where or "",
         "total": len(selection.ids), "truncated": len(records) < len(selection.ids),
         "runs": records, "newest_first": list(range(len(records) - 1, -1, -1)), "orders": orders,
-        "columns": columns, "points": points_payload(selection), "summary": view.summary(where)[1],
+        "columns": columns, "points": points_payload(selection),
+        "points_any": points_payload(selection, any_status=True),
+        "summary": view.summary(where)[1],
         "histories": histories, "reproduce": {record["run_id"]: reproduce_steps(record, store) for record in records},
         "experiments": {"experiments": experiments[1]} if experiments else None,
     }

@@ -58,14 +58,19 @@ class Selection:
     Args:
         max_points: chart rows to draw at most; more runs are sampled evenly.
         newest: how many of the newest runs to keep whole.
+        ranked: the statuses whose runs make the ``best`` traces, as ``best_run``'s ``status=``
+            (``best_any`` ranks every run); every run is drawn either way.
 
     Attributes:
         generation, watermark: the index generation and log offset this selection covers.
         last_offset: the largest log offset of a run it was fed (a later extension skips up to it).
     """
 
-    def __init__(self, max_points: int, newest: int = NEWEST) -> None:
+    def __init__(self, max_points: int, newest: int = NEWEST,
+                 ranked: frozenset[str] | None = frozenset({"finished"})) -> None:
         self.max_points = max_points
+        self.ranked = ranked
+        self.directions: dict[str, str] = {}
         self.ids: list[str] = []
         self.params: set[str] = set()
         self.metrics: set[str] = set()
@@ -73,6 +78,9 @@ class Selection:
         self.best: dict[str, dict[str, list[list[Any]]]] = {}
         self._best_max: dict[str, float] = {}
         self._best_min: dict[str, float] = {}
+        self.best_any: dict[str, dict[str, list[list[Any]]]] = {}
+        self._any_max: dict[str, float] = {}
+        self._any_min: dict[str, float] = {}
         self._rows: list[dict[str, Any]] = []
         self._stride = 1
         self._kept: deque[Run] = deque(maxlen=newest)
@@ -89,25 +97,35 @@ class Selection:
         self.params.update(run.params)
         if run.extra:
             self.extras.update(key for key in EXTRA_COLUMNS if key in run.extra)
+            declared = run.extra.get("directions")
+            if isinstance(declared, Mapping):
+                self.directions.update((str(k), v) for k, v in declared.items() if v in ("max", "min"))
         self.metrics.update(run.metrics)
-        for name, value in run.metrics.items():
-            if value - value != 0:  # NaN and ±inf are never ranked
-                continue
-            traces = self.best.get(name)
-            if traces is None:
-                traces = self.best[name] = {"max": [], "min": []}
-                self._best_max[name], self._best_min[name] = -math.inf, math.inf
-            if value > self._best_max[name]:
-                self._best_max[name] = value
-                traces["max"].append([n, value, run.run_id])
-            if value < self._best_min[name]:
-                self._best_min[name] = value
-                traces["min"].append([n, value, run.run_id])
+        self._rank(n, run, self.best_any, self._any_max, self._any_min)
+        if self.ranked is not None and run.status in self.ranked:  # best-so-far as best_run ranks
+            self._rank(n, run, self.best, self._best_max, self._best_min)
         if n % self._stride == 0:
             self._rows.append(_chart_row(n, run))
             if len(self._rows) >= 2 * self.max_points:  # halve the rows, double the stride: still even
                 self._stride *= 2
                 self._rows = [row for row in self._rows if row["n"] % self._stride == 0]
+
+    @staticmethod
+    def _rank(n: int, run: Run, best: dict[str, dict[str, list[list[Any]]]], highest: dict[str, float],
+              lowest: dict[str, float]) -> None:
+        for name, value in run.metrics.items():
+            if value - value != 0:  # NaN and ±inf are never ranked
+                continue
+            traces = best.get(name)
+            if traces is None:
+                traces = best[name] = {"max": [], "min": []}
+                highest[name], lowest[name] = -math.inf, math.inf
+            if value > highest[name]:
+                highest[name] = value
+                traces["max"].append([n, value, run.run_id])
+            if value < lowest[name]:
+                lowest[name] = value
+                traces["min"].append([n, value, run.run_id])
 
     def add_all(self, runs: Iterable[Run]) -> None:
         for run in runs:
@@ -139,20 +157,24 @@ class Selection:
         return records
 
 
-def select(runs: Iterable[Run], max_points: int, newest: int | None = None) -> Selection:
+def select(runs: Iterable[Run], max_points: int, newest: int | None = None,
+           ranked: frozenset[str] | None = frozenset({"finished"})) -> Selection:
     """A selection fed ``runs`` (one pass)."""
-    selection = Selection(max_points, NEWEST if newest is None else newest)
+    selection = Selection(max_points, NEWEST if newest is None else newest, ranked)
     selection.add_all(runs)
     return selection
 
 
-def points_payload(sel: Selection) -> dict[str, Any]:
-    """``/api/points``: the chart rows, whether they are a sample, best-so-far traces, directions."""
+def points_payload(sel: Selection, *, any_status: bool = False) -> dict[str, Any]:
+    """``/api/points``: the chart rows, whether they are a sample, best-so-far traces (over the
+    selection's ranked statuses, or over every run), directions (declared, else inferred)."""
     sample = sel.sample
+    ranked = None if any_status else sel.ranked
     return {
         "rows": sample, "total": len(sel.ids), "sampled": len(sample) < len(sel.ids),
-        "stride": sel.stride, "best": sel.best, "metrics": sorted(sel.metrics),
-        "modes": {name: infer_mode(name) for name in sorted(sel.metrics)},
+        "stride": sel.stride, "best": sel.best_any if ranked is None else sel.best, "metrics": sorted(sel.metrics),
+        "modes": {name: sel.directions.get(name) or infer_mode(name) for name in sorted(sel.metrics)},
+        "ranked": "any" if ranked is None else sorted(ranked),
     }
 
 

@@ -9,8 +9,9 @@ polling page fetches only what changed.
     GET /api/version                        {"version", "runs"}: cheap, polled by the page
     GET /api/runs?where=&sort=&limit=&offset=   {"runs": [...], "total": N, "limit", "offset"}
     GET /api/columns?where=                 table columns: run fields, metrics.*, params.*
-    GET /api/points?where=&max_points=      chart rows (sampled beyond max_points) + best-so-far
-    GET /api/summary?where=                 tracker.summary()
+    GET /api/points?where=&max_points=&status=  chart rows (sampled beyond max_points) + best-so-far
+                                            over the runs of ``status`` (default finished, as best)
+    GET /api/summary?where=&status=         tracker.summary()
     GET /api/runs/{run}                     the run as stored
     GET /api/runs/{run}/history?max_points= step histories, downsampled per metric
     GET /api/runs/{run}/reproduce           shell steps rebuilt from the record
@@ -185,10 +186,11 @@ def create_app(tracker: ExperimentTracker, *, allowed_hosts: tuple[str, ...] = L
         return view.columns(_text(request, "where"))
 
     def points(request: Request) -> tuple[str, Any]:
-        return view.points(_text(request, "where"), _int(request, "max_points", DEFAULT_POINTS))
+        return view.points(_text(request, "where"), _int(request, "max_points", DEFAULT_POINTS),
+                           _text(request, "status") or "finished")
 
     def summary(request: Request) -> tuple[str, Any]:
-        return view.summary(_text(request, "where"))
+        return view.summary(_text(request, "where"), _text(request, "status") or "finished")
 
     def run(request: Request) -> tuple[str, Any]:
         return view.run(request.path_params["run"])

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from exptrack.errors import ExptrackError, QueryError
+from exptrack.query.ranking import StatusScope, status_scope
 from exptrack.query.sort import parse_sort, sort_records
 from exptrack.store.index.identity import IndexStats
 from exptrack.store.record import Run
@@ -101,7 +102,7 @@ class StoreView:
         self.tracker = tracker
         self._lock = threading.RLock()  # the tracker and its index are not shared between threads
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._selections: OrderedDict[tuple[str | None, int], Selection] = OrderedDict()
+        self._selections: OrderedDict[tuple[str | None, int, frozenset[str] | None], Selection] = OrderedDict()
 
     # -- versions and caching -------------------------------------------------------------------
 
@@ -138,7 +139,9 @@ class StoreView:
                 self._cache.popitem(last=False)
             return version, value
 
-    def selection(self, where: str | None, max_points: int = DEFAULT_POINTS) -> tuple[str, Selection]:
+    def selection(self, where: str | None, max_points: int = DEFAULT_POINTS,
+                  status: StatusScope = "finished") -> tuple[str, Selection]:
+        """``status`` is the scope of the selection's ``best`` traces (``best_any`` ranks all)."""
         """The runs matching ``where`` now: the last selection extended by the runs appended since
         (when the index only grew and only runs were appended), else one read through the tracker.
 
@@ -147,14 +150,15 @@ class StoreView:
         with self._lock:
             stats = self._stats()
             version = self.version(stats)
-            key = (where, max_points)
+            ranked = status_scope(status) or frozenset({"finished"})  # "any": best_any of the default
+            key = (where, max_points, ranked)
             sel = self._selections.get(key)
             if sel is not None and stats is not None and sel.generation == stats.generation and (
                     sel.watermark == stats.watermark
                     or (sel.watermark < stats.watermark and self._extend(sel, where, stats.watermark))):
                 self._selections.move_to_end(key)
                 return version, sel
-            sel = Selection(max_points)
+            sel = Selection(max_points, ranked=ranked)
             if stats is not None:
                 sel.generation, sel.watermark = stats.generation, stats.watermark
             sel.add_all(self.tracker.runs(where=where))
@@ -234,16 +238,17 @@ class StoreView:
             version, sel = self.selection(where)
             return version, columns_payload(sel)
 
-    def points(self, where: str | None, max_points: int) -> tuple[str, dict[str, Any]]:
+    def points(self, where: str | None, max_points: int,
+               status: StatusScope = "finished") -> tuple[str, dict[str, Any]]:
         """Chart rows (a sample when there are more runs than ``max_points``) and best-so-far traces."""
         if not 1 <= max_points <= MAX_POINTS:
             raise QueryError(f"max_points must be between 1 and {MAX_POINTS}, not {max_points}")
         with self._lock:
-            version, sel = self.selection(where, max_points)
-            return version, points_payload(sel)
+            version, sel = self.selection(where, max_points, status)
+            return version, points_payload(sel, any_status=status_scope(status) is None)
 
-    def summary(self, where: str | None) -> tuple[str, dict[str, Any]]:
-        return self._cached(("summary", where), lambda: self.tracker.summary(where=where))
+    def summary(self, where: str | None, status: StatusScope = "finished") -> tuple[str, dict[str, Any]]:
+        return self._cached(("summary", where, status), lambda: self.tracker.summary(where=where, status=status))
 
     def run(self, run_id: str) -> tuple[str, dict[str, Any]]:
         """The run as stored.  Raises RunNotFoundError."""

@@ -27,7 +27,7 @@ ET.route = function () {
 };
 
 ET.points = async function () {
-  return ET.source.points({ where: ET.state.where });
+  return ET.source.points({ where: ET.state.where, status: document.getElementById("history-status").value });
 };
 
 ET.drawCurrent = async function () {
@@ -82,7 +82,7 @@ ET.start = function () {
   ET.source = ET.makeSource();
   ET.table.init();
   for (const id of ["parallel-metric"]) document.getElementById(id).addEventListener("change", () => ET.drawCurrent());
-  for (const id of ["scatter-param", "scatter-metric", "scatter-logx", "history-metric", "curves-metric", "curves-smoothing", "curves-x", "curves-log"]) {
+  for (const id of ["scatter-param", "scatter-metric", "scatter-logx", "history-metric", "history-status", "curves-metric", "curves-smoothing", "curves-x", "curves-log"]) {
     document.getElementById(id).addEventListener("change", () => ET.drawCurrent());
   }
   document.getElementById("history-direction").addEventListener("change", (e) => { e.target.dataset.touched = "1"; ET.drawCurrent(); });

@@ -204,7 +204,8 @@ ET.charts = {
     node.textContent = "";
     Plotly.react(node, traces, { height: 460, margin: { t: 30 }, xaxis: { title: { text: "run number (time order)" } },
       yaxis: { title: { text: "metrics." + m } }, legend: { orientation: "h" } }, ET.charts.config);
-    ET.charts.note("history-note", points, "optimization history (the best-so-far line uses every run)");
+    const among = points.ranked === "any" ? "every run" : "every " + [].concat(points.ranked).join(" or ") + " run";
+    ET.charts.note("history-note", points, "optimization history (the best-so-far line uses " + among + ")");
   },
 
   /* -- learning curves ----------------------------------------------------------------------- */

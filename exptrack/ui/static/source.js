@@ -72,7 +72,10 @@ ET.EmbeddedSource = class {
     return { runs: ids.slice(offset, offset + limit).map((i) => this.data.runs[i]), total: ids.length, limit, offset };
   }
   async columns(q) { this.checkWhere(q.where); return this.data.columns; }
-  async points(q) { this.checkWhere(q.where); return this.data.points; }
+  async points(q) {
+    this.checkWhere(q.where);
+    return (q.status === "any" && this.data.points_any) || this.data.points;
+  }
   async summary(q) { this.checkWhere(q.where); return this.data.summary; }
   async run(id) {
     const run = this.byId.get(id);

@@ -317,6 +317,29 @@ def _prepare_mlflow(template: Path) -> None:
     client.create_experiment("bench", artifact_location=str(template / "artifacts"))
 
 
+GOALS = (
+    # (label, exptrack case, limit case, goal): issue 13's write goals, each a ratio of medians
+    ("flush-only log_run / raw O_APPEND, one run", Case("exptrack", False, False, 0), Case("raw", False, False, 0),
+     0.2),
+    ("flush-only log_runs(100) / raw O_APPEND, one run", Case("exptrack", False, True, 0), Case("raw", False, False, 0),
+     0.35),
+    ("durable log_run / raw write+fsync, one run", Case("exptrack", True, False, 0), Case("raw", True, False, 0), 0.85),
+)
+
+
+def _print_goals(measured: dict[Case, list[float]], procs: Sequence[int]) -> None:
+    """Each goal's ratio of medians, at the most writer processes measured."""
+    most = max(procs)
+    rows = []
+    for label, mine, limit, goal in GOALS:
+        ours = measured.get(Case(mine.writer, mine.durable, mine.batched, most))
+        theirs = measured.get(Case(limit.writer, limit.durable, limit.batched, most))
+        if ours and theirs:
+            ratio = summarize(ours)[0] / summarize(theirs)[0]
+            rows.append([label, most, ratio, goal, "met" if ratio >= goal else "missed"])
+    print_table(["ratio of medians", "procs", "ratio", "goal", "verdict"], rows, title="Against the goals")
+
+
 def installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
@@ -428,6 +451,7 @@ def main() -> int:
                     label = f"{'durable' if durable else 'flush-only'} {'batched' if batched else 'single'}"
                     matrix.append([f"{label} {_LABELS[writer]}", *(summarize(c)[0] if c else None for c in cells)])
     print_table(["median runs/s", *(f"{p} procs" for p in procs)], matrix, title="Summary (medians)")
+    _print_goals(measured, procs)
     print("CPU us/run: CPU time of the writer processes per run (all processes together): unlike runs/s it "
           "does not depend on the machine's other load")
     print(f"every case verified (line count, every line decodes): {'NO' if failed else 'yes'}; {load_average()}")

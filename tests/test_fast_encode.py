@@ -122,7 +122,7 @@ extra_keys = st.text(max_size=6) | st.sampled_from(["schema", "crc", "nonfinite"
     params=st.none() | st.dictionaries(st.text(max_size=4), values, max_size=4) | values,
     metrics=st.none() | st.dictionaries(st.text(max_size=4) | st.sampled_from([1, ""]), metric_values, max_size=4),
     tags=tags,
-    status=st.sampled_from(["finished", "failed", "running", "killed", "done", ""]),
+    status=st.sampled_from(["finished", "failed", "running", "killed", "pruned", "done", ""]),
     extra=st.none() | st.dictionaries(extra_keys, values, max_size=3),
     required=st.lists(st.sampled_from(["a", "b", "accuracy"]), max_size=2),
 )
@@ -177,6 +177,9 @@ def test_plain_records_take_the_fast_path_and_match(
         {"extra": {"crc": "x"}},
         {"params": {"f": orjson.Fragment(b"[1]")}},
         {"extra": {"nonfinite": {}}},
+        {"directions": {"loss": "min"}, "metrics": {"loss": 0.5}},
+        {"extra": {"directions": {"loss": "minimize"}}},
+        {"directions": {"loss": "sideways"}},
     ],
     ids=lambda fields: repr(fields)[:40],
 )

@@ -283,3 +283,22 @@ def test_report_opens_offline_with_the_same_views(browser: Any, store: Path, tmp
     requests = network_requests(browser)
     assert report.as_uri() in requests  # the log works: the file itself was requested
     assert all(url.startswith(("file:", "data:", "blob:", "chrome:")) for url in requests), requests
+
+
+def test_experiment_chooser_lists_names_as_text(browser: Any, store: Path) -> None:
+    _, ids = hostile_store(store, 3)
+    with live_ui(store) as url:
+        browser.get(url)
+        assert wait_for(lambda: len(rows(browser)) == len(ids), "the first rows")
+        # the list as /api/experiments gives it once the store has experiments (strings or objects)
+        browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "ET.source.experiments = async () => ({experiments: [{name: 'wine', runs: 3}, arguments[0]]});"
+            "ET.experiments().then(done);", XSS_PARAM)
+        chooser = browser.find_element(By.ID, "experiment-chooser")
+        assert chooser.is_displayed()
+        options = [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#experiment option")]
+        assert options == ["all", "wine (3)", XSS_PARAM]
+        Select(browser.find_element(By.ID, "experiment")).select_by_value("wine")
+        assert browser.find_element(By.ID, "filter").get_attribute("value") == "experiment = 'wine'"
+        assert_no_script_ran(browser)

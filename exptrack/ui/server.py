@@ -6,7 +6,7 @@ are the strings ``"NaN"``, ``"Infinity"``).  Every answer carries the store vers
 a request whose ``If-None-Match`` still matches gets ``304`` without a body, which is how the
 polling page fetches only what changed.
 
-    GET /api/version                        {"version", "runs"}: cheap, polled by the page
+    GET /api/version                        {"version", "runs", "experiments"}: polled by the page
     GET /api/runs?where=&sort=&limit=&offset=   {"runs": [...], "total": N, "limit", "offset"}
     GET /api/columns?where=                 table columns: run fields, metrics.*, params.*
     GET /api/points?where=&max_points=&status=  chart rows (sampled beyond max_points) + best-so-far
@@ -176,7 +176,8 @@ def create_app(tracker: ExperimentTracker, *, allowed_hosts: tuple[str, ...] = L
 
     def version(_request: Request) -> tuple[str, Any]:
         tag = view.version()
-        return tag, {"version": tag, "runs": tracker.index_stats().runs}
+        has_experiments = callable(getattr(tracker, "experiments", None))
+        return tag, {"version": tag, "runs": tracker.index_stats().runs, "experiments": has_experiments}
 
     def runs(request: Request) -> tuple[str, Any]:
         return view.runs_page(_text(request, "where"), _text(request, "sort"),

@@ -61,6 +61,30 @@ ET.summaryLine = async function () {
   } catch (error) { /* the table shows filter errors */ }
 };
 
+/* Experiments (when the store has them): choosing one filters every view by it. */
+ET.experiments = async function () {
+  const answer = await ET.source.experiments();
+  const items = answer && Array.isArray(answer.experiments) ? answer.experiments : [];
+  if (!items.length) return;
+  const select = document.getElementById("experiment");
+  select.textContent = "";
+  select.append(ET.el("option", { value: "", text: "all" }));
+  for (const item of items) {
+    const name = typeof item === "string" ? item : item && item.name;
+    if (typeof name !== "string") continue;
+    const runs = item && typeof item === "object" && typeof item.runs === "number" ? " (" + item.runs + ")" : "";
+    select.append(ET.el("option", { value: name, text: name + runs }));
+  }
+  select.addEventListener("change", () => {
+    ET.state.where = select.value ? "experiment = " + ET.quoteString(select.value) : "";
+    document.getElementById("filter").value = ET.state.where;
+    ET.state.offset = 0;
+    ET.refresh();
+    ET.summaryLine();
+  });
+  document.getElementById("experiment-chooser").hidden = !ET.source.live;
+};
+
 ET.poll = async function () {
   const badge = document.getElementById("live-status");
   if (document.hidden) { badge.textContent = "live \u00b7 paused while the tab is hidden"; return; }
@@ -92,6 +116,7 @@ ET.start = function () {
   ET.table.render = function (page) { ET.state.lastPageIds = page.runs.map((r) => r.run_id); origLoad(page); };
   ET.route();
   ET.summaryLine();
+  ET.experiments();
   if (ET.source.live) {
     ET.poll();
     ET.timer = setInterval(ET.poll, ET.POLL_MS);

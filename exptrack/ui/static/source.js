@@ -46,7 +46,8 @@ ET.ApiSource = class {
     return "/api/runs/" + encodeURIComponent(id) + "/artifacts/" + name.split("/").map(encodeURIComponent).join("/");
   }
   async experiments() {
-    try { return await this.get("/api/experiments"); } catch (e) { return null; }
+    const { experiments } = await this.version();  // asked only where the store has them: no 404
+    return experiments ? this.get("/api/experiments") : null;
   }
 };
 

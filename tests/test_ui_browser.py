@@ -103,6 +103,13 @@ def chart_drawn(driver: Any, selector: str) -> int:
     return int(driver.execute_script("return document.querySelectorAll(arguments[0]).length", selector))
 
 
+def curve_points(driver: Any, selector: str) -> int:
+    """Vertices of the longest line drawn under ``selector`` (an empty trace has none)."""
+    return int(driver.execute_script(
+        "return Math.max(0, ...[...document.querySelectorAll(arguments[0])]"
+        ".map((p) => (p.getAttribute('d') || '').split(/[MLHV]/).length - 1));", selector))
+
+
 def check_views(driver: Any, tmp_path: Path, prefix: str) -> None:
     """Every chart draws non-empty SVG; screenshots of each view."""
     show(driver, "parallel")
@@ -116,7 +123,7 @@ def check_views(driver: Any, tmp_path: Path, prefix: str) -> None:
     driver.save_screenshot(str(tmp_path / f"{prefix}-scatter.png"))
     show(driver, "history")
     assert wait_for(lambda: chart_drawn(driver, "#history-chart .scatterlayer .trace") >= 2, "optimization history")
-    assert wait_for(lambda: chart_drawn(driver, "#history-chart .scatterlayer .js-line") >= 1, "best-so-far line")
+    assert wait_for(lambda: curve_points(driver, "#history-chart .scatterlayer .js-line") >= 2, "best-so-far line")
     driver.save_screenshot(str(tmp_path / f"{prefix}-history.png"))
 
 
@@ -174,14 +181,14 @@ def test_live_page(browser: Any, store: Path, tmp_path: Path) -> None:
         # learning curves of the selected run that logged a history
         browser.execute_script("ET.state.selected = new Set([arguments[0]])", tracker.best_run("val_loss").run_id)
         show(browser, "curves")
-        assert wait_for(lambda: chart_drawn(browser, "#curves-chart .scatterlayer .js-line") >= 1, "learning curves")
+        assert wait_for(lambda: curve_points(browser, "#curves-chart .scatterlayer .js-line") >= 5, "learning curves")
         browser.save_screenshot(str(tmp_path / "live-curves.png"))
 
         # the run page: sections, reproduce steps, the history chart
         history_run = tracker.best_run("val_loss").run_id
         show(browser, "run/" + history_run)
         assert wait_for(lambda: history_run in browser.find_element(By.ID, "reproduce-steps").text, "the run page")
-        assert wait_for(lambda: chart_drawn(browser, "#run-history-chart .js-line") >= 1, "the run's history")
+        assert wait_for(lambda: curve_points(browser, "#run-history-chart .js-line") >= 5, "the run's history")
         sections = {s.get_attribute("data-section") for s in browser.find_elements(By.CSS_SELECTOR, ".run-section")}
         assert {"reproduce", "params", "metrics", "history", "artifacts"} <= sections
         link = browser.find_element(By.CSS_SELECTOR, "#artifact-list a")
@@ -277,7 +284,7 @@ def test_report_opens_offline_with_the_same_views(browser: Any, store: Path, tmp
                     "the report's comparison")
     check_views(browser, tmp_path, "report")
     show(browser, "run/" + tracker.best_run("val_loss").run_id)
-    assert wait_for(lambda: chart_drawn(browser, "#run-history-chart .js-line") >= 1, "the run page in the report")
+    assert wait_for(lambda: curve_points(browser, "#run-history-chart .js-line") >= 5, "the run page in the report")
     assert_no_script_ran(browser)
     assert console_errors(browser) == []
     requests = network_requests(browser)

@@ -255,7 +255,11 @@ class StoreView:
         return self._cached(("run", run_id), lambda: self.tracker.get_run(run_id).to_dict())
 
     def history(self, run_id: str, max_points: int) -> tuple[str, dict[str, Any]]:
-        """Each metric's step history, downsampled to ``max_points`` per metric."""
+        """Each metric's step history, downsampled to ``max_points`` per metric.
+
+        Only the metrics the run records a history of: a final value logged once without a step
+        is in the history file too, but it is a point, not a curve.
+        """
         if not 2 <= max_points <= MAX_POINTS:
             raise QueryError(f"max_points must be between 2 and {MAX_POINTS}, not {max_points}")
 
@@ -264,6 +268,9 @@ class StoreView:
             by_metric: dict[str, list[dict[str, Any]]] = {}
             for point in self.tracker.history(run.run_id):
                 by_metric.setdefault(str(point.get("name")), []).append(point)
+            curves = run.extra.get("history")
+            if isinstance(curves, Mapping):
+                by_metric = {name: points for name, points in by_metric.items() if name in curves}
             metrics = {}
             for name, points in by_metric.items():
                 kept = downsample(points, max_points)

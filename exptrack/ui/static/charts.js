@@ -219,7 +219,11 @@ ET.charts = {
     const metrics = new Set();
     for (const h of histories) if (h) for (const name of Object.keys(h.metrics)) metrics.add(name);
     const metricSel = document.getElementById("curves-metric");
-    ET.charts.fill(metricSel, [...metrics].sort());
+    // by default the metric with the longest history among these runs
+    const longest = (name) => Math.max(...histories.map((h) => (h && h.metrics[name] ? h.metrics[name].total : 0)));
+    const names = [...metrics].sort();
+    const fallback = names.slice().sort((a, b) => longest(b) - longest(a))[0];
+    ET.charts.fill(metricSel, names, metricSel.value && metrics.has(metricSel.value) ? metricSel.value : fallback);
     const m = metricSel.value;
     if (!m) {
       ET.charts.empty("curves-chart", "no metric history among " + (s.selected.size ? "the selected runs" : "the runs on this page") + "; select runs that logged step metrics");

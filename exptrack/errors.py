@@ -10,6 +10,8 @@ import errno as errno_codes
 import os
 from collections.abc import Sequence
 
+_MAX_MESSAGE = 1000
+
 
 class ExptrackError(Exception):
     """Base class of every error exptrack raises on purpose."""
@@ -33,6 +35,8 @@ class InvalidRecordError(ExptrackError, ValueError):
     """
 
     def __init__(self, message: str, field: str = "") -> None:
+        if len(message) > _MAX_MESSAGE:  # a key path or value quoted in full could be megabytes
+            message = message[: _MAX_MESSAGE - 3] + "..."
         super().__init__(message)
         self.field = field
 

@@ -23,9 +23,10 @@ from exptrack.live.recover import recover_runs
 from exptrack.live.run import ActiveRun
 from exptrack.query.reader import StoreReader
 from exptrack.store import codec
+from exptrack.store.fsio import make_dirs
 from exptrack.store.journal import Journal
 from exptrack.store.logs import attach_store_log
-from exptrack.store.record import Run, build_run
+from exptrack.store.record import Run, build_run, short_repr
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class ExperimentTracker(StoreReader):
         super().__init__(path, strict=strict)
         self.required_metrics = tuple(required_metrics)
         try:
-            self.store.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.store)
         except OSError as exc:
             raise StorageError(exc.errno or 0, "create the store directory", self.store) from exc
         attach_store_log(str(self.store))
@@ -222,7 +223,7 @@ class ExperimentTracker(StoreReader):
         target = Path(dest)
         if not target.is_dir():
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                make_dirs(target.parent)
             except OSError as exc:
                 raise StorageError(exc.errno or 0, "fetch artifact to", target) from exc
         return self.artifact_store.fetch(sha256, target, overwrite=overwrite, name=name)
@@ -273,7 +274,7 @@ class ExperimentTracker(StoreReader):
         listed = self.artifacts(run_id)
         if name not in listed:
             known = ", ".join(sorted(listed)) or "none"
-            raise RunNotFoundError(run_id, f"run {run_id} has no artifact {name!r} (artifacts: {known})")
+            raise RunNotFoundError(run_id, f"run {run_id} has no artifact {short_repr(name)} (artifacts: {known})")
         return str(listed[name]["sha256"])
 
     # -- internals -----------------------------------------------------------------------------

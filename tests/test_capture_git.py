@@ -317,7 +317,7 @@ def test_restore_steps_are_empty_when_the_code_matches(repo: Path) -> None:
 
 def test_restore_steps_without_the_patch_say_how_to_apply_it() -> None:
     steps = code_restore_steps(info(patch="f" * 64), info(commit="b" * 40) | {"repo_root": "/src/p"})
-    assert steps[0] == "cd /src/p"
+    assert steps[0] == "cd -- /src/p"
     assert steps[1] == f"git checkout --detach {'a' * 40}"
     assert steps[2].startswith("# the run had uncommitted changes (patch sha256 ffffffffffff)")
 
@@ -326,8 +326,8 @@ def test_restore_steps_clone_the_remote_when_there_is_no_repository() -> None:
     recorded = info() | {"remote": "https://example.com/p.git", "repo_root": "/home/u/project"}
     steps = code_restore_steps(recorded, info(commit=None))
     assert steps == [
-        "git clone https://example.com/p.git project",
-        "cd project",
+        "git clone -- https://example.com/p.git project",
+        "cd -- project",
         f"git checkout --detach {'a' * 40}",
     ]
 

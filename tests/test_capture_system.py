@@ -196,7 +196,7 @@ def test_invocation_records_argv_cwd_and_seed(monkeypatch: pytest.MonkeyPatch, t
     }
     assert (
         command_line(info)
-        == f"cd {shlex.quote(str(tmp_path))} && python train.py --lr 0.1 --name 'two words'"
+        == f"cd -- {shlex.quote(str(tmp_path))} && python train.py --lr 0.1 --name 'two words'"
     )
 
 

@@ -148,7 +148,7 @@ def test_changed_tracked_file_is_diffed_reported_and_restored(repo: Path, store_
     assert "the working tree has uncommitted changes the run did not have" in result.stdout
     assert "[ok  ] data data/train.csv" in result.stdout
     assert "to restore:" in result.stdout
-    assert f"cd {repo}" in result.stdout
+    assert f"cd -- {repo}" in result.stdout
     assert "git stash push" in result.stdout
     assert 'params (JSON): {"lr":0.1,"model":"rf"}' in result.stdout
     assert "params (flags): --lr=0.1 --model=rf" in result.stdout
@@ -166,7 +166,7 @@ def test_changed_tracked_file_is_diffed_reported_and_restored(repo: Path, store_
     # and back to the dirty run: its saved patch is applied on the same commit
     code, before = report(store, dirty.run_id)
     assert code == 3
-    assert any(step.startswith("git apply ") for step in before["steps"])  # type: ignore[union-attr]
+    assert any(step.startswith("git apply -- ") for step in before["steps"])  # type: ignore[union-attr]
     restore(before["steps"])  # type: ignore[arg-type]
     assert (repo / "train.py").read_text() == "LEARNING_RATE = 0.2\n"
     assert invoke(store, "reproduce", dirty.run_id).exit_code == 0
@@ -180,8 +180,8 @@ def test_patch_goes_to_a_temporary_directory_when_the_store_cannot_take_it(repo:
     (store / "patches").write_text("a file where the directory would go\n")
     code, data = report(store, run.run_id)
     assert code == 3
-    (apply,) = [step for step in data["steps"] if step.startswith("git apply ")]  # type: ignore[union-attr]
-    patch = Path(apply.removeprefix("git apply "))
+    (apply,) = [step for step in data["steps"] if step.startswith("git apply -- ")]  # type: ignore[union-attr]
+    patch = Path(apply.removeprefix("git apply -- "))
     assert store not in patch.parents
     assert patch.read_bytes() == ExperimentTracker(store).load_artifact(run.run_id, "code.patch")
     try:
@@ -306,7 +306,7 @@ def test_dvc_tracked_data_gets_a_dvc_checkout_step(repo: Path, store: Path) -> N
     (repo / "data" / "train.csv").write_text("x,y\n9,9\n")
     code, data = report(store, run.run_id)
     assert code == 3
-    assert f"dvc checkout {repo / 'data' / 'train.csv'}" in data["steps"]  # type: ignore[operator]
+    assert f"dvc checkout -- {repo / 'data' / 'train.csv'}" in data["steps"]  # type: ignore[operator]
 
 
 # -- the rest of the commands ---------------------------------------------------------------------
@@ -392,7 +392,7 @@ def test_reproduce_json_shape(repo: Path, store: Path) -> None:
     assert {"python_version", "packages"} <= set(items)
 
 
-def test_reproduce_from_elsewhere_checks_where_the_run_ran(
+def test_reproduce_checks_the_users_checkout_never_where_the_run_says_it_ran(
     repo: Path, store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = log_run(store, 0.1)
@@ -400,13 +400,16 @@ def test_reproduce_from_elsewhere_checks_where_the_run_ran(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     result = invoke(store, "reproduce", run.run_id)
+    assert result.exit_code == 3, result.stdout  # not a checkout: the code cannot be confirmed
+    assert f"checked in {elsewhere}" in result.stdout
+    result = invoke(store, "reproduce", run.run_id, "--repo", str(repo))
     assert result.exit_code == 0, result.stdout
     assert f"checked in {repo}" in result.stdout
     (repo / "train.py").write_text("LEARNING_RATE = 0.4\n")
-    code, data = report(store, run.run_id)
+    code, data = report(store, run.run_id, "--repo", str(repo))
     assert code == 3
     restore(data["steps"])  # type: ignore[arg-type]
-    assert report(store, run.run_id)[0] == 0
+    assert report(store, run.run_id, "--repo", str(repo))[0] == 0
 
 
 def test_diff_json_shape_and_identical_runs(repo: Path, store: Path) -> None:

@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +92,10 @@ def _identity(st: os.stat_result) -> list[object]:
 
 def _write_atomic(path: str, data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.makedirs(directory, mode=0o775, exist_ok=True)
+    # Not mkstemp (always 0600): 0664 minus the umask, so a store shared by a group stays shared.
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o664)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

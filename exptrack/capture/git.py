@@ -12,11 +12,12 @@ import hashlib
 import logging
 import os
 import re
-import shlex
 import subprocess
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from exptrack.capture.shell import shell_comment, shell_word
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -41,6 +42,14 @@ _DIFF = (
     "--src-prefix=a/",
     "--dst-prefix=b/",
     "--",
+)
+# Configuration that can make git run a program (a repository's own .git/config may set it):
+# never honoured.  Diff drivers are off through --no-ext-diff / --no-textconv.
+_SAFE_CONFIG = (
+    "-c", "core.fsmonitor=false",
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.untrackedCache=false",
+    "-c", "diff.external=",
 )
 # scheme://user:password@host -> http(s) user names are often tokens, so they go too.
 _USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<user>[^/@:]*)(?::[^/@]*)?@")
@@ -160,7 +169,7 @@ def _run_all(commands: list[tuple[str, ...]], cwd: str, env: dict[str, str], dea
 def _start(args: tuple[str, ...], cwd: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
-            ["git", *args],
+            ["git", *_SAFE_CONFIG, *args],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -288,6 +297,7 @@ def compare_code(
     return {"verdict": "match", "reason": f"same commit {rec_commit[:12]}, {changes}"}
 
 
+COMMIT_ID = re.compile(r"[0-9a-f]{7,64}")
 _MAX_PATHSPECS = 200  # untracked files kept out of a stash by name; beyond, stash tracked changes only
 
 
@@ -302,14 +312,15 @@ def _stash_steps(
     new = [p for p in untracked if p not in had]
     if not new and not current.get("patch_sha256"):
         return []  # only untracked files the run had as well: nothing to put aside
-    message = shlex.quote(f"exptrack: before restoring {commit[:12]}")
+    message = shell_word(f"exptrack: before restoring {commit[:12]}")
     kept = [p for p in untracked if p in had] + [k.rstrip("/") for k in keep]
     if new and len(kept) <= _MAX_PATHSPECS:
-        excluded = "".join(" " + shlex.quote(f":(exclude,literal){p}") for p in kept)
+        excluded = "".join(" " + shell_word(f":(exclude,literal){p}") for p in kept)
         return [f"git stash push --include-untracked -m {message} -- .{excluded}"]
     steps = [f"git stash push -m {message}"]  # tracked changes only
     if new:
-        steps.append(f"# {len(new)} untracked file(s) the run did not have are left in place: {', '.join(new[:5])}")
+        shown = shell_comment(", ".join(new[:5]))
+        steps.append(f"# {len(new)} untracked file(s) the run did not have are left in place: {shown}")
     return steps
 
 
@@ -338,7 +349,9 @@ def code_restore_steps(
     """
     commit = recorded.get("commit")
     if not isinstance(commit, str):
-        return [f"# cannot restore: the run recorded no commit ({recorded.get('error') or 'unknown'})"]
+        return [f"# cannot restore: the run recorded no commit ({shell_comment(recorded.get('error') or 'unknown')})"]
+    if not COMMIT_ID.fullmatch(commit):  # a stored value: it reaches a shell only as a commit id
+        return [f"# cannot restore: the recorded commit is not a commit id: {shell_comment(commit[:80])}"]
     if compare_code(recorded, current)["verdict"] == "match":
         return []
     steps: list[str] = []
@@ -346,29 +359,30 @@ def code_restore_steps(
     remote = recorded.get("remote")
     checkout = current.get("commit") != commit
     if isinstance(root, str):
-        steps.append(f"cd {shlex.quote(root)}")
+        steps.append(f"cd -- {shell_word(root)}")
         steps += _stash_steps(recorded, current, commit, keep)
     elif isinstance(remote, str):
         name = os.path.basename(str(recorded.get("repo_root") or "")) or "restored"
-        steps += [f"git clone {shlex.quote(remote)} {shlex.quote(name)}", f"cd {shlex.quote(name)}"]
+        # "--": a stored remote such as "--upload-pack=..." stays a URL, never an option
+        steps += [f"git clone -- {shell_word(remote)} {shell_word(name)}", f"cd -- {shell_word(name)}"]
         checkout = True
     else:
         steps.append("# no repository here and no remote recorded: cd into a clone first")
         checkout = True
     if checkout:
-        steps.append(f"git checkout --detach {commit}")
+        steps.append(f"git checkout --detach {shell_word(commit)}")
     patch_sha = _opt_str(recorded.get("patch_sha256"))
     if patch_sha is not None:
         if patch_file is not None:
-            steps.append(f"git apply {shlex.quote(patch_file)}")
+            steps.append(f"git apply -- {shell_word(patch_file)}")
         else:
             steps.append(
-                f"# the run had uncommitted changes (patch sha256 {patch_sha[:12]}); "
+                f"# the run had uncommitted changes (patch sha256 {shell_comment(patch_sha[:12])}); "
                 "apply its saved patch with: git apply <patch file>"
             )
     untracked = _str_list(recorded)
     if untracked:
-        shown = ", ".join(untracked[:5]) + (", ..." if len(untracked) > 5 else "")
+        shown = shell_comment(", ".join(untracked[:5]) + (", ..." if len(untracked) > 5 else ""))
         steps.append(f"# {len(untracked)} untracked file(s) were present and are not recorded: {shown}")
     return steps
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
+import re
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
+
+from exptrack.capture.shell import shell_comment, shell_word
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -65,6 +67,9 @@ def _entry_point(argv: Sequence[str]) -> tuple[str, str | None]:
     return (os.path.abspath(first) if os.path.isfile(first) else first), module
 
 
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
 def command_line(info: Mapping[str, object]) -> str:
     """A shell command that re-runs a recorded invocation, starting in its recorded cwd.
 
@@ -77,6 +82,8 @@ def command_line(info: Mapping[str, object]) -> str:
     module = info.get("module")
     cwd = info.get("cwd")
     if isinstance(module, str) and module:
+        if not _MODULE.fullmatch(module):  # a stored value: "-m" must not take "-c..." or "; x"
+            return f"# the recorded module is not a module name: {shell_comment(module[:80])}"
         command = ["python", "-m", module, *args]
     elif script == "interactive" or not isinstance(script, str):
         return "# interactive session: there is no command to re-run"
@@ -86,9 +93,10 @@ def command_line(info: Mapping[str, object]) -> str:
         if isinstance(cwd, str) and os.path.isabs(script):
             relative = os.path.relpath(script, cwd)
             script = script if relative.startswith(os.pardir) else relative
-        command = ["python", script, *args]
-    line = shlex.join(command)
-    return f"cd {shlex.quote(cwd)} && {line}" if isinstance(cwd, str) else line
+        # "--": a script named "-c..." is a file to run, never an option of python
+        command = ["python", "--", script, *args] if script.startswith("-") else ["python", script, *args]
+    line = " ".join(shell_word(word) for word in command)
+    return f"cd -- {shell_word(cwd)} && {line}" if isinstance(cwd, str) else line
 
 
 def _jsonable(value: object) -> object:

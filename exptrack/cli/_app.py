@@ -59,9 +59,16 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ExptrackError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(_safe(str(exc))) from exc
         except OSError as exc:  # e.g. a store directory that cannot be read
-            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
+            raise click.ClickException(_safe(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))) from exc
+
+
+def _safe(message: str) -> str:
+    """An error message with stored control characters escaped (it may quote a run's values)."""
+    from exptrack.query.output import terminal_safe
+
+    return terminal_safe(message, keep_newlines=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -200,8 +200,10 @@ def summary(ctx: click.Context, where: str | None, status: str | list[str] | Non
     if fmt == "table":
         statuses = ", ".join(f"{k}: {v}" for k, v in result["statuses"].items()) or "-"
         click.echo(f"runs: {result['total_runs']}   corrupt lines skipped: {result['corrupt_lines']}")
-        click.echo(f"status: {statuses}")
-        click.echo(f"metrics over {result['ranked_runs']} run(s) of status {result['status_scope']}")
+        from exptrack.query.output import terminal_safe
+
+        click.echo(terminal_safe(f"status: {statuses}"))
+        click.echo(terminal_safe(f"metrics over {result['ranked_runs']} run(s) of status {result['status_scope']}"))
         if rows:
             click.echo()
     if rows or fmt != "table":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,18 +128,26 @@ def _export_to_stdout(source: RunSource, fmt: ExportFormat, progress: Progress |
 def _export_to_file(source: RunSource, fmt: ExportFormat, output: Path, progress: Progress | None, size: int) -> int:
     # Write beside the target and rename when complete: a failed export never leaves half a file
     # where a complete one is expected, and never destroys the previous export.
+    from exptrack.errors import StorageError
     from exptrack.query.export import export_runs
 
     directory = output.parent if str(output.parent) else Path(".")
-    import tempfile
-
-    handle = tempfile.NamedTemporaryFile(dir=directory, prefix=f".{output.name}.", suffix=".tmp", delete=False)  # noqa: SIM115
+    # Not NamedTemporaryFile (always 0600): the export gets 0664 minus the umask, or keeps the
+    # mode of the file it replaces.
+    temp = directory / f".{output.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o664)
+    except OSError as exc:
+        raise StorageError(exc.errno or 0, "write the export to", temp) from exc
+    with contextlib.suppress(FileNotFoundError):
+        os.fchmod(fd, stat.S_IMODE(os.stat(output).st_mode))
+    handle = os.fdopen(fd, "wb")
     try:
         with handle:
             count = export_runs(source, fmt, handle, progress=progress, size=size)
-        os.replace(handle.name, output)
+        os.replace(temp, output)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(handle.name)
+            os.unlink(temp)
         raise
     return count

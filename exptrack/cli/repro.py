@@ -55,16 +55,18 @@ def diff(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
               help="Write the run's installed packages as a pip requirements file.")
 @click.option("--patch-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write the run's uncommitted diff, when it had one [default: STORE/patches].")
+@click.option("--repo", "repo", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The checkout to compare [default: the current directory].")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
 @click.pass_context
 def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, artifact: str | None,
                       out: Path | None, requirements_out: Path | None, patch_dir: Path | None,
-                      as_json: bool) -> None:
+                      repo: Path | None, as_json: bool) -> None:
     """Check the checkout, data and environment against RUN_ID and say how to restore it.
 
-    The checkout and data checked are the ones where the run ran, when that directory still
-    exists, else those of the current directory.  Exit code 0 when everything matches, 3 when
-    something differs or cannot be confirmed (1 on errors).
+    The checkout checked is yours: the current directory, or --repo DIR -- never a directory
+    the stored run names.  Exit code 0 when everything matches, 3 when something differs or
+    cannot be confirmed (1 on errors).
     """
     from exptrack.repro.reproduce import reproduce, requirements_text, write_patch
 
@@ -89,7 +91,7 @@ def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, 
         # Not the working tree: a new untracked file there would itself make the checkout "dirty".
         directory = patch_dir if patch_dir is not None else tracker.store / "patches"
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o775, parents=True, exist_ok=True)
             patch = write_patch(tracker, run, directory)
         except OSError:
             if patch_dir is not None:
@@ -102,7 +104,7 @@ def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, 
         except ArtifactIntegrityError as exc:
             # the checks still tell what differs; the restore steps say the patch is missing
             click.echo(f"warning: the run's saved patch is unusable: {exc}", err=True)
-    report = reproduce(tracker, run, patch_file=patch)
+    report = reproduce(tracker, run, patch_file=patch, cwd=str(repo) if repo is not None else None)
     if as_json:
         _echo_json(report.to_dict())
     else:
@@ -112,18 +114,21 @@ def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, 
 
 
 def _echo_report(run: Run, report: ReproduceReport) -> None:
+    from exptrack.query.output import terminal_safe
     from exptrack.repro.reproduce import format_checks
 
-    click.echo(f"run {run.run_id} ({run.timestamp}, {run.status})")
+    # Stored text is shown escaped; the restore steps are already shell words without raw
+    # control bytes (a newline inside quotes stays: the pasted command needs it).
+    click.echo(terminal_safe(f"run {run.run_id} ({run.timestamp}, {run.status})"))
     code = run.extra.get("code")
     if isinstance(code, Mapping) and code.get("commit"):
         state = "with uncommitted changes" if code.get("patch_sha256") else "clean"
         branch = f" on {code['branch']}" if code.get("branch") else ""
-        click.echo(f"recorded commit {code['commit']}{branch} ({state})")
-    click.echo(f"checked in {report.directory}")
+        click.echo(terminal_safe(f"recorded commit {code['commit']}{branch} ({state})"))
+    click.echo(terminal_safe(f"checked in {report.directory}"))
     click.echo("checks:")
     for line in format_checks(report.checks) or ["  (nothing recorded to check)"]:
-        click.echo(line)
+        click.echo(terminal_safe(line))
     unknown = sum(check.verdict == "unknown" for check in report.checks)
     if report.matches:
         verdict = "everything matches"
@@ -140,7 +145,7 @@ def _echo_report(run: Run, report: ReproduceReport) -> None:
     if report.params_flags:
         click.echo(f"params (flags): {report.params_flags}")
     if report.command:
-        click.echo(f"re-run: {report.command}")
+        click.echo(f"re-run: {report.command}")  # shell words: no raw control byte
 
 
 @cli.command()

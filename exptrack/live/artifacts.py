@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exptrack.errors import ArtifactIntegrityError, InvalidRecordError, StorageError
-from exptrack.store.fsio import fs
+from exptrack.store.fsio import FILE_MODE, fs, make_dirs
+from exptrack.store.record import short_repr
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -56,7 +57,7 @@ def _check_sha(sha256: str) -> str:
     # The digest becomes a path component: anything but 64 lowercase hex could escape the store.
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise InvalidRecordError(
-            f"not a sha256 digest: {sha256!r}; expected 64 lowercase hex characters", field="sha256"
+            f"not a sha256 digest: {short_repr(sha256)}; expected 64 lowercase hex characters", field="sha256"
         )
     return sha256
 
@@ -168,7 +169,7 @@ class ArtifactStore:
 
     def _store(self, chunks: Iterable[bytes]) -> BlobRef:
         try:
-            os.makedirs(self.root, exist_ok=True)
+            make_dirs(self.root)
         except OSError as exc:
             raise StorageError(exc.errno or errno.EIO, "store artifact", self.root) from exc
         key = (os.getpid(), os.path.abspath(self.root))
@@ -182,7 +183,7 @@ class ArtifactStore:
                 return None
             shard = self.path_of(ref.sha256).parent
             if not shard.is_dir():
-                os.makedirs(shard, exist_ok=True)
+                make_dirs(shard)
                 _fsync_dir(os.fspath(self.root))
             return os.fspath(shard / ref.sha256)
 
@@ -226,7 +227,7 @@ class ArtifactStore:
         target = Path(dest)
         if target.is_dir():
             if name is not None and (not name or Path(name).name != name):
-                raise InvalidRecordError(f"artifact file name must be a plain name, got {name!r}")
+                raise InvalidRecordError(f"artifact file name must be a plain name, got {short_repr(name)}")
             target = target / (name or sha256)
         if not overwrite and target.exists():
             raise StorageError(errno.EEXIST, "fetch artifact to", target)
@@ -236,7 +237,7 @@ class ArtifactStore:
             return os.fspath(target)
 
         chunks = _read_chunks(os.fspath(blob), "read artifact")
-        _spool(os.fspath(target.parent), chunks, 0o644, "fetch artifact to", place)
+        _spool(os.fspath(target.parent), chunks, FILE_MODE, "fetch artifact to", place)
         return target
 
     def verify(self) -> list[ArtifactProblem]:

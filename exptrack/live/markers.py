@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from exptrack.store import codec
-from exptrack.store.fsio import fs
+from exptrack.store.fsio import FILE_MODE, fs, make_dirs
 
 
 def write_whole(path: Path, data: bytes) -> None:
     """Replace ``path`` by a complete new file: a reader never sees it half-written."""
     # The temporary name does not end in .json: recover() must not take it for a marker.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    os.makedirs(path.parent, exist_ok=True)
+    make_dirs(path.parent)
     try:
-        fd = fs().open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = fs().open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
         try:
             from exptrack.store.journal import io_write_all
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from exptrack.live.history import MetricHistory, read_history
 from exptrack.live.markers import capture_file, process_alive, recovered_extra
 from exptrack.store import codec
-from exptrack.store.record import Run
+from exptrack.store.record import Run, is_safe_run_id
 
 
 def recover_runs(store: Path, logged_ids: Callable[[], set[str]], append: Callable[..., Run]) -> list[Run]:
@@ -35,14 +35,16 @@ def recover_runs(store: Path, logged_ids: Callable[[], set[str]], append: Callab
             info = codec.loads(marker.read_bytes())
         except (OSError, ValueError):
             continue
-        if info.get("host") != host or process_alive(int(info.get("pid", 0)), info.get("process")):
+        if not isinstance(info, dict) or info.get("run_id") != marker.stem or not is_safe_run_id(marker.stem):
+            continue  # not a marker exptrack wrote: its id must never name a file to read or delete
+        if info.get("host") != host or process_alive(_int(info.get("pid")), info.get("process")):
             continue
         claimed = marker.with_suffix(f".recovering-{os.getpid()}")
         try:
             os.rename(marker, claimed)
         except OSError:
             continue  # another process claimed it
-        run_id = str(info["run_id"])
+        run_id = marker.stem
         if logged is None:
             logged = logged_ids()
         if run_id in logged:
@@ -74,3 +76,7 @@ def recover_runs(store: Path, logged_ids: Callable[[], set[str]], append: Callab
         claimed.unlink(missing_ok=True)
         capture_file(store, run_id).unlink(missing_ok=True)
     return recovered
+
+
+def _int(value: object) -> int:
+    return value if type(value) is int else 0

@@ -33,7 +33,7 @@ from exptrack.live.artifacts import ArtifactStore, BlobRef
 from exptrack.live.history import MetricHistory
 from exptrack.live.markers import capture_file, process_token, without_store, write_whole
 from exptrack.store import codec
-from exptrack.store.fsio import fs
+from exptrack.store.fsio import FILE_MODE, fs, make_dirs
 from exptrack.store.record import (
     Run,
     new_run_id,
@@ -41,6 +41,7 @@ from exptrack.store.record import (
     normalize_metrics,
     normalize_tags,
     normalize_value,
+    short_repr,
     utc_timestamp,
 )
 
@@ -321,9 +322,9 @@ class ActiveRun:
         line = codec.dumps(point) + b"\n"
         try:
             if self._history_fd < 0:  # called with self._lock held: opened once
-                os.makedirs(self._history_path.parent, exist_ok=True)
+                make_dirs(self._history_path.parent)
                 self._history_fd = fs().open(
-                    str(self._history_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+                    str(self._history_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE
                 )
             from exptrack.store.journal import io_write_all
 
@@ -403,13 +404,13 @@ def _step(step: object, name: str) -> int:
     except TypeError:
         index = -1
     if isinstance(step, bool) or index < 0:
-        raise InvalidRecordError(f"step must be a non-negative int, not {step!r}", f"history.{name}")
+        raise InvalidRecordError(f"step must be a non-negative int, not {short_repr(step)}", f"history.{name}")
     return index
 
 
 def _artifact_name(label: str) -> str:
     if not isinstance(label, str) or not label or "\n" in label:
-        raise InvalidRecordError(f"artifact name must be a non-empty single line, not {label!r}")
+        raise InvalidRecordError(f"artifact name must be a non-empty single line, not {short_repr(label)}")
     return label
 
 

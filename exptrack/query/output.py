@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -15,6 +16,21 @@ from exptrack.store.record import Run
 
 Format = Literal["table", "csv", "md"]
 MISSING = "-"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def terminal_safe(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control character shown escaped (``\\x1b``, ``\\n``): a stored ESC or
+    BEL must not drive the user's terminal.  JSON and CSV output stay exact; only text for people
+    goes through here."""
+    pattern = _CONTROL_BUT_NEWLINE if keep_newlines else _CONTROL
+    if pattern.search(text) is None:
+        return text
+    return pattern.sub(lambda m: _NAMED.get(m[0], f"\\x{ord(m[0]):02x}"), text)
 
 
 def format_value(value: object) -> str:
@@ -78,7 +94,8 @@ def render(rows: Iterable[Mapping[str, Any]], columns: Sequence[str], fmt: Forma
             writer.writerow(["" if v is None else format_value(v) if not isinstance(v, str) else v
                              for v in values])
         return buf.getvalue()
-    text: list[list[str]] = [[format_value(v) for v in values] for values in table]
+    text: list[list[str]] = [[terminal_safe(format_value(v)) for v in values] for values in table]
+    columns = [terminal_safe(col) for col in columns]
     if fmt == "md":
         def esc(s: str) -> str:
             return s.replace("|", "\\|").replace("\n", " ")

@@ -111,7 +111,8 @@ class StoreReader:
     write side (appends, live runs, artifacts) on top."""
 
     def __init__(self, path: str | os.PathLike[str] = "experiments", *, strict: bool = False) -> None:
-        self.store = Path(path)
+        # Absolute now: a program that changes directory later (Hydra does) keeps its store.
+        self.store = Path(os.path.abspath(path))
         self.runs_path = self.store / RUNS_FILE
         self.strict = strict
         self._log_extra = {"store": os.path.abspath(self.store)}

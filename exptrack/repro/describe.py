@@ -49,7 +49,9 @@ def describe_run(run: Run) -> str:
                   for k, v in artifacts.items()]
     for key, value in extra.items():
         lines += _block(key, value) if isinstance(value, Mapping) else [f"{key}:", f"  {format_value(value)}"]
-    return "\n".join(lines)
+    from exptrack.query.output import terminal_safe
+
+    return "\n".join(terminal_safe(line) for line in lines)  # stored text never drives the terminal
 
 
 def _describe_code(code: object) -> list[str]:

@@ -7,12 +7,12 @@ on plain records and returns plain data; the CLI only renders it.
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from exptrack.capture.shell import shell_comment, shell_word
 from exptrack.repro.diff import _section
 from exptrack.store import codec
 from exptrack.store.record import Run
@@ -87,9 +87,9 @@ def reproduce(tracker: ExperimentTracker, run: Run, *, patch_file: str | None = 
     """Compare the current checkout, data and environment with ``run`` and say how to restore it.
 
     ``patch_file`` is where the run's saved diff was written for the user (the ``git apply``
-    step names it); ``cwd`` is where the check runs.  By default that is where the run ran (its
-    recorded working directory, else its repository) when it still exists -- the question is
-    whether *that* checkout can give the result again -- and otherwise the current directory.
+    step names it); ``cwd`` is the checkout to inspect: the user's own (``--repo DIR``), by
+    default the current directory.  Never a directory the stored run names: a store may come
+    from someone else, and git run in a crafted repository executes what its config says.
     """
     from exptrack.capture import (
         FingerprintCache,
@@ -104,7 +104,7 @@ def reproduce(tracker: ExperimentTracker, run: Run, *, patch_file: str | None = 
     from exptrack.live.markers import without_store
 
     report = ReproduceReport(run)
-    here = cwd or _where_it_ran(run) or os.getcwd()
+    here = os.path.abspath(cwd) if cwd else os.getcwd()
     report.directory = here
     code = _section(run, "code")
     if code:
@@ -141,24 +141,17 @@ def reproduce(tracker: ExperimentTracker, run: Run, *, patch_file: str | None = 
                     continue
                 report.checks.append(Check(name, str(item["verdict"]), _system_detail(item)))
                 if name == "python_version" and item["verdict"] == "mismatch":
-                    report.steps.append(f"# the run used Python {item.get('recorded')}; "
-                                        f"this is {item.get('current')}: re-run with that interpreter")
+                    report.steps.append(f"# the run used Python {shell_comment(item.get('recorded'))}; "
+                                        f"this is {shell_comment(item.get('current'))}: re-run with that interpreter")
         if recorded_packages and any(c.item == "packages" and c.verdict == "mismatch" for c in report.checks):
-            store = shlex.quote(os.path.abspath(tracker.store))
-            report.steps.append(f"exptrack --store {store} reproduce {run.run_id} --requirements-out "
+            store = shell_word(os.path.abspath(tracker.store))
+            report.steps.append(f"exptrack --store {store} reproduce {shell_word(run.run_id)} --requirements-out "
                                 "requirements.txt; python -m pip install -r requirements.txt")
     report.params_json = codec.dumps(run.params).decode()
-    report.params_flags = " ".join(f"--{k}={shlex.quote(_flag(v))}" for k, v in run.params.items())
+    report.params_flags = " ".join(shell_word(f"--{k}={_flag(v)}") for k, v in run.params.items())
     invocation = _section(run, "invocation")
     report.command = command_line(invocation) if invocation.get("argv") else ""
     return report
-
-
-def _where_it_ran(run: Run) -> str | None:
-    for place in (_section(run, "invocation").get("cwd"), _section(run, "code").get("repo_root")):
-        if isinstance(place, str) and os.path.isdir(place):
-            return place
-    return None
 
 
 def _code_steps(tracker: ExperimentTracker, recorded: Mapping[str, Any], current: Mapping[str, Any],
@@ -173,12 +166,12 @@ def _code_steps(tracker: ExperimentTracker, recorded: Mapping[str, Any], current
 
 def _data_steps(data: Mapping[str, Any], path: str, changed: Sequence[str], base: str) -> list[str]:
     files = f" ({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''})" if changed else ""
-    steps = [f"# restore data {path} to sha256 tree {_tree_of(data, path)}{files}"]
+    steps = [shell_comment(f"# restore data {path} to sha256 tree {_tree_of(data, path)}{files}")]
     entry = (data.get("paths") or {}).get(path) or (data.get("paths") or {}).get(path + "/") or {}
     dvc = entry.get("dvc") if isinstance(entry, Mapping) else None
     if isinstance(dvc, Mapping) and dvc.get("md5"):
         # after the git steps the .dvc file / dvc.lock names the run's version again
-        steps.append(f"dvc checkout {shlex.quote(os.path.join(base, path.rstrip('/')))}")
+        steps.append(f"dvc checkout -- {shell_word(os.path.join(base, path.rstrip('/')))}")
     return steps
 
 

@@ -30,7 +30,16 @@ from typing import Any
 import orjson
 
 from exptrack.errors import InvalidRecordError
-from exptrack.store.record import SCHEMA_VERSION, STATUSES, Run, build_run, new_run_id, utc_timestamp
+from exptrack.store.record import (
+    SCHEMA_VERSION,
+    STATUSES,
+    Run,
+    build_run,
+    is_safe_run_id,
+    new_run_id,
+    short_repr,
+    utc_timestamp,
+)
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """Largest line (including ``\\n``) written or read: 16 MiB.  Bigger payloads are artifacts."""
@@ -269,7 +278,7 @@ def from_object(obj: object, offset: int = -1) -> Run:
         raise LineError(f"not a run record (a JSON {type(obj).__name__}, not an object)")
     schema = obj.pop("schema", SCHEMA_VERSION)
     if type(schema) is not int or schema > SCHEMA_VERSION:
-        raise LineError(f"record schema {schema!r} is newer than this exptrack reads ({SCHEMA_VERSION})")
+        raise LineError(f"record schema {short_repr(schema)} is newer than this exptrack reads ({SCHEMA_VERSION})")
     for key in _REQUIRED:
         if key not in obj:
             raise LineError(f"not a run record (missing {key!r})")
@@ -278,6 +287,9 @@ def from_object(obj: object, offset: int = -1) -> Run:
     metrics = obj.pop("metrics")
     if type(run_id) is not str or not run_id:
         raise LineError("run_id is not a non-empty string")
+    if not is_safe_run_id(run_id):
+        # the id would name files (history, markers, patches): never a path, never a shell word
+        raise LineError("run_id is not a safe id (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)")
     if type(params) is not dict:
         raise LineError("params is not an object")
     if type(metrics) is not dict:
@@ -297,9 +309,9 @@ def from_object(obj: object, offset: int = -1) -> Run:
             try:
                 metrics[name] = NONFINITE_IN[value]
             except KeyError:
-                raise LineError(f"metric {name!r} is not a number") from None
+                raise LineError(f"metric {short_repr(name)} is not a number") from None
         elif kind is not float and kind is not int:
-            raise LineError(f"metric {name!r} is not a number")
+            raise LineError(f"metric {short_repr(name)} is not a number")
     tags = obj.pop("tags", ())
     if (type(tags) is not list or any(type(t) is not str for t in tags)) and tags != ():
         raise LineError("tags is not a list of strings")

@@ -47,7 +47,7 @@ from typing import Any
 from exptrack.store import codec, scan
 from exptrack.store.index.groups import DEFAULT_EXPERIMENT, GroupKey, declared_modes, experiment_of
 from exptrack.store.index.reducers import BLOCK_SHIFT, MetricStats
-from exptrack.store.record import SCHEMA_VERSION, CorruptLine, Run
+from exptrack.store.record import SAFE_RUN_IDS, SCHEMA_VERSION, CorruptLine, Run
 from exptrack.store.scan import _parse, _too_long
 from exptrack.store.segment import TOP_K, MetricPart, Segment, id_key
 
@@ -130,10 +130,12 @@ class _Reader:
         if set(map(type, dicts)) != _DICT or set(map(type, params)) != _DICT or set(map(type, tags)) != _LIST \
                 or set(map(type, schemas)) != _INT or max(schemas) > SCHEMA_VERSION or "" in run_ids:
             raise _Careful
+        joined = "\n".join(run_ids)
+        if SAFE_RUN_IDS.fullmatch(joined) is None:  # an id that could name a path: a corrupt line
+            raise _Careful
         if self.predicate is not None:
             seg.unmapped += len(offs)
         else:
-            joined = "\n".join(run_ids)
             if "\\" in joined or joined.count("\n") != len(run_ids) - 1:
                 ids = b"\n".join(map(id_key, run_ids))
             else:

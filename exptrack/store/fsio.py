@@ -63,6 +63,37 @@ class FileSystem:
         unlock_descriptor(fd)
 
 
+FILE_MODE = 0o664
+"""Mode asked for every file exptrack creates; the process umask applies on top (0644 under the
+common 022, 0664 under a shared group's 002).  The usual 0666 minus "others may write": nothing
+is ever created world-writable, even under umask 000."""
+DIR_MODE = 0o775
+"""Mode asked for every directory exptrack creates (0777 minus "others may write"; umask on top)."""
+
+
+def make_dirs(path: str | os.PathLike[str]) -> None:
+    """``os.makedirs(path, exist_ok=True)`` with ``DIR_MODE`` for every directory it creates
+    (``os.makedirs`` gives the intermediate ones 0777 minus the umask)."""
+    path = os.path.abspath(path)
+    missing: list[str] = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        _mkdir(directory)
+
+
+def _mkdir(directory: str) -> None:
+    try:
+        os.mkdir(directory, DIR_MODE)
+    except FileExistsError:  # another process made it meanwhile
+        if not os.path.isdir(directory):
+            raise
+
+
 _current: FileSystem = FileSystem()
 
 

@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Sequence
 
 from exptrack.errors import LockTimeoutError, StorageError
-from exptrack.store.fsio import fs
+from exptrack.store.fsio import FILE_MODE, fs
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +111,11 @@ class Journal:
             self._fd = self._lock_fd = -1
         io = fs()
         try:
-            self._fd = io.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd = io.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             raise StorageError(exc.errno or 0, "open the run log", self.path) from exc
         try:
-            self._lock_fd = io.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._lock_fd = io.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             self._forget_descriptors()
             raise StorageError(exc.errno or 0, "open the lock file", self.lock_path) from exc

@@ -12,6 +12,8 @@ import logging
 import os
 import threading
 
+from exptrack.store.fsio import FILE_MODE
+
 LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s"
 
 _package_logger = logging.getLogger("exptrack")
@@ -38,6 +40,10 @@ def attach_store_log(store: str) -> bool:
         if store in _handlers:
             return True
         try:
+            # Created first with exptrack's mode: FileHandler would ask for 0666 (world-writable
+            # under umask 000).
+            os.close(os.open(os.path.join(store, "log.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                             FILE_MODE))
             handler: logging.Handler = logging.FileHandler(
                 os.path.join(store, "log.txt"), encoding="utf-8", delay=False
             )

@@ -27,6 +27,7 @@ import enum
 import math
 import os
 import pathlib
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,22 @@ class Run(Mapping[str, Any]):
         return {key: self[key] for key in self}
 
 
+RUN_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+"""Every run id the log may hold: exptrack's own (32 hex digits, :func:`new_run_id`) or an imported
+one within this safe set -- a letter or digit, then up to 127 letters, digits, ``.``, ``_`` or ``-``.
+No ``/``, no leading ``.`` or ``-``, no control character: an id names files (history, markers,
+patches) and appears in shell commands, so an id outside the set is a corrupt line."""
+
+_SAFE_RUN_ID = re.compile(RUN_ID_PATTERN)
+SAFE_RUN_IDS = re.compile(rf"{RUN_ID_PATTERN}(?:\n{RUN_ID_PATTERN})*")
+"""Many ids joined by ``\n``, all safe (one C-level match for a block of the fast reader)."""
+
+
+def is_safe_run_id(run_id: object) -> bool:
+    """Whether ``run_id`` may name a file and be printed unquoted (see ``RUN_ID_PATTERN``)."""
+    return type(run_id) is str and _SAFE_RUN_ID.fullmatch(run_id) is not None
+
+
 def new_run_id() -> str:
     """A 32-hex-digit id: 48 bits of milliseconds, then 80 random bits (like UUIDv7).
 
@@ -149,7 +166,7 @@ def normalize_value(value: object, path: str, *, allow_nonfinite: bool = False) 
         for key, item in value.items():  # type: ignore[attr-defined]
             if type(key) is not str:
                 raise InvalidRecordError(
-                    f"{path}: key {key!r} is a {type(key).__name__}; JSON object keys must be strings",
+                    f"{path}: key {short_repr(key)} is a {type(key).__name__}; JSON object keys must be strings",
                     path,
                 )
             if not key.isascii():
@@ -250,7 +267,7 @@ def normalize_metrics(metrics: Mapping[str, object] | None) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, value in metrics.items():
         if type(name) is not str or not name:
-            raise InvalidRecordError(f"metrics: metric name {name!r} must be a non-empty string", "metrics")
+            raise InvalidRecordError(f"metrics: metric name {short_repr(name)} must be a non-empty string", "metrics")
         path = f"metrics.{name}"
         if not name.isascii():
             _check_text(name, path)
@@ -259,11 +276,11 @@ def normalize_metrics(metrics: Mapping[str, object] | None) -> dict[str, float]:
         elif isinstance(value, bool) or (
             not isinstance(value, (int, float)) and _from_numpy(value, path) is _NOT_NUMPY
         ):
-            raise InvalidRecordError(f"{path}: {value!r} is not a number", path)
+            raise InvalidRecordError(f"{path}: {short_repr(value)} is not a number", path)
         else:
             number = normalize_value(value, path, allow_nonfinite=True)
             if isinstance(number, bool) or not isinstance(number, (int, float)):
-                raise InvalidRecordError(f"{path}: {value!r} is not a scalar number", path)
+                raise InvalidRecordError(f"{path}: {short_repr(value)} is not a scalar number", path)
         if type(number) is int and not _INT_MIN <= number <= _INT_MAX:
             raise InvalidRecordError(f"{path}: integer {number} does not fit in 64 bits", path)
         out[name] = number
@@ -281,7 +298,7 @@ def normalize_tags(tags: Sequence[str] | Mapping[str, object] | str | None) -> t
     out: list[str] = []
     for i, tag in enumerate(items):
         if type(tag) is not str:
-            raise InvalidRecordError(f"tags[{i}]: {tag!r} is not a string", f"tags[{i}]")
+            raise InvalidRecordError(f"tags[{i}]: {short_repr(tag)} is not a string", f"tags[{i}]")
         _check_text(tag, f"tags[{i}]")
         if tag not in out:
             out.append(tag)
@@ -337,12 +354,12 @@ def build_run(
     if missing:
         raise MissingMetricError(missing)
     if status not in STATUSES:
-        raise InvalidRecordError(f"status must be one of {', '.join(STATUSES)}, not {status!r}", "status")
+        raise InvalidRecordError(f"status must be one of {', '.join(STATUSES)}, not {short_repr(status)}", "status")
     clean_extra: dict[str, Any] = {}
     if extra:
         for key, value in extra.items():
             if key in _CORE_KEYS or key in _RESERVED:
-                raise InvalidRecordError(f"{key!r} is a reserved record field", key)
+                raise InvalidRecordError(f"{short_repr(key)} is a reserved record field", key)
             clean_extra[key] = normalize_value(value, key, allow_nonfinite=False)
     if directions is not None or "directions" in clean_extra:
         declared = normalize_directions(clean_extra.get("directions"))
@@ -351,8 +368,10 @@ def build_run(
             clean_extra["directions"] = declared
         else:
             clean_extra.pop("directions", None)
-    if run_id is not None and (type(run_id) is not str or not run_id.strip() or "\n" in run_id):
-        raise InvalidRecordError(f"run_id must be a non-empty single-line string, not {run_id!r}", "run_id")
+    if run_id is not None and not is_safe_run_id(run_id):
+        raise InvalidRecordError(
+            f"run_id must be 1-128 letters, digits, '.', '_' or '-' starting with a letter or digit, "
+            f"not {short_repr(run_id)}", "run_id")
     return Run(
         run_id=run_id or new_run_id(),
         timestamp=timestamp or utc_timestamp(),
@@ -362,6 +381,14 @@ def build_run(
         status=status,
         extra=clean_extra,
     )
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message never embeds a caller's blob."""
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(value) > limit:
+        return f"<{type(value).__name__} of {len(value)} bytes>"
+    text = repr(value) if not isinstance(value, (str, bytes)) or len(value) <= limit * 2 else repr(value[: limit * 2])
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from itertools import compress, islice, repeat
 
 from exptrack.store.codec import MAX_RECORD_BYTES
-from exptrack.store.fsio import fs
+from exptrack.store.fsio import FILE_MODE, fs
 from exptrack.store.index.identity import StaleIndexError
 from exptrack.store.record import Run
 from exptrack.store.scan import _parse
@@ -176,7 +176,7 @@ class IdColumns:
             # the index and deleted it) must not come back as zeros followed by a tail.
             flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT if not position else 0)
             try:
-                fd = io.open(self._column_path(column), flags, 0o644)
+                fd = io.open(self._column_path(column), flags, FILE_MODE)
             except FileNotFoundError:
                 raise StaleIndexError(f"id column {column} was deleted by another process") from None
             try:
@@ -196,7 +196,7 @@ class IdColumns:
         io = fs()
         name = f"{self.generation}-{self.count}.sorted"
         partial = os.path.join(self.dir, f"{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-        fd = io.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = io.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:
             try:
                 _pwrite_all(fd, ordered.tobytes(), 0)

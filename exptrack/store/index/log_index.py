@@ -49,7 +49,7 @@ from itertools import chain
 from typing import Any
 
 from exptrack.store import codec, parallel
-from exptrack.store.fsio import fs
+from exptrack.store.fsio import FILE_MODE, fs, make_dirs
 from exptrack.store.index.groups import GroupKey, GroupSet
 from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE, IndexStats, StaleIndexError, _why, fingerprint
 from exptrack.store.index.idmap import _COLUMNS, IdColumns, _write_all
@@ -209,7 +209,7 @@ class LogIndex(IdColumns):
             self._to_memory(segment)
 
     def _write(self, segment: Segment | None) -> None:
-        os.makedirs(self.dir, exist_ok=True)
+        make_dirs(self.dir)
         if segment is not None and segment.runs:
             self._write_columns(segment)
         replaced = self._write_sorted(self._new_sorted) if self._new_sorted is not None else ""
@@ -220,7 +220,7 @@ class LogIndex(IdColumns):
     def _write_state(self) -> None:
         io = fs()
         tmp = f"{self.path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        fd = io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = io.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:
             try:
                 body = codec.dumps(self._state())

@@ -131,6 +131,28 @@ class StorageError(ExptrackError, OSError):
         return (type(self), (self.errno or 0, self.action, self.filename))
 
 
+class PartialBatchError(StorageError):
+    """``log_runs`` failed part-way (a full disk): the runs in ``appended`` are in the log, the
+    others are not, so a retry of the rest never duplicates a run.
+
+    Attributes:
+        appended: run ids written completely, in batch order (a prefix of the batch).
+        total: how many runs the batch held.
+    """
+
+    def __init__(self, err: int, path: str | os.PathLike[str], appended: Sequence[str], total: int) -> None:
+        super().__init__(err, "append to the run log", path)
+        self.appended = tuple(appended)
+        self.total = total
+
+    def __str__(self) -> str:
+        return (f"{super().__str__()}; {len(self.appended)} of {self.total} runs of the batch were appended "
+                "(their ids are in .appended): retry only the others")
+
+    def __reduce__(self) -> tuple[type[PartialBatchError], tuple[int, str, tuple[str, ...], int]]:  # type: ignore[override]
+        return (type(self), (self.errno or 0, self.filename, self.appended, self.total))
+
+
 _HINTS = {
     errno_codes.ENOSPC: "the disk is full: free space and retry, nothing acknowledged was lost",
     errno_codes.EDQUOT: "the disk quota is exhausted: free space and retry",

@@ -14,6 +14,7 @@ from typing import Any
 
 from exptrack.errors import (
     InvalidRecordError,
+    PartialBatchError,
     RunNotFoundError,
     StorageError,
 )
@@ -24,7 +25,7 @@ from exptrack.live.run import ActiveRun
 from exptrack.query.reader import StoreReader
 from exptrack.store import codec
 from exptrack.store.fsio import make_dirs
-from exptrack.store.journal import Journal
+from exptrack.store.journal import AppendError, Journal
 from exptrack.store.logs import attach_store_log
 from exptrack.store.record import Run, build_run, short_repr
 
@@ -125,6 +126,13 @@ class ExperimentTracker(StoreReader):
 
         Each item is a mapping with ``log_run``'s keyword names (``params``, ``metrics``, ``tags``,
         ``status``, ``extra``, ``directions``).  Either every run is appended or (on a validation error) none.
+
+        Raises:
+            InvalidRecordError: an item cannot be stored; nothing was written.
+            PartialBatchError: the file system failed part-way (a full disk); ``.appended`` holds
+                the ids of the runs that are in the log (the first ones of the batch), so a retry
+                of the others never duplicates a run.  Its fragment is fenced by the next append.
+            LockTimeoutError, StorageError: nothing was appended.
         """
         runs: list[Run] = []
         lines: list[bytes] = []
@@ -147,7 +155,18 @@ class ExperimentTracker(StoreReader):
             lines.append(line)
         if not lines:
             return []
-        offset = self._journal.append(lines)
+        try:
+            offset = self._journal.append(lines)
+        except AppendError as exc:
+            if exc.written <= 0 or len(lines) == 1:
+                raise
+            landed, end = [], 0
+            for run, line in zip(runs, lines):
+                end += len(line)
+                if end > exc.written:
+                    break
+                landed.append(run.run_id)
+            raise PartialBatchError(exc.errno or 0, self.runs_path, landed, len(runs)) from exc
         logger.info("logged %d runs in one batch", len(runs), extra=self._log_extra)
         for run, line in zip(runs, lines):
             object.__setattr__(run, "offset", offset)  # fresh objects, not shared yet
@@ -220,12 +239,14 @@ class ExperimentTracker(StoreReader):
             StorageError: ``dest`` exists and ``overwrite`` is false, or it cannot be written.
         """
         sha256 = self._artifact_ref(run_id, name)
-        target = Path(dest)
-        if not target.is_dir():
-            try:
-                make_dirs(target.parent)
-            except OSError as exc:
-                raise StorageError(exc.errno or 0, "fetch artifact to", target) from exc
+        text = os.fspath(dest)
+        target = Path(os.path.abspath(text))  # a bare name ("model.pkl") is in the current directory
+        # "dir/" names a directory (created if missing); an existing directory gets the artifact inside
+        wants_dir = text.endswith(("/", os.sep)) or (os.altsep is not None and text.endswith(os.altsep))
+        try:
+            make_dirs(target if wants_dir else target.parent)
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, "fetch artifact to", target) from exc
         return self.artifact_store.fetch(sha256, target, overwrite=overwrite, name=name)
 
     def artifacts(self, run_id: str) -> dict[str, dict[str, Any]]:

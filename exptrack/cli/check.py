@@ -19,9 +19,11 @@ if TYPE_CHECKING:
 def check(ctx: click.Context, as_json: bool, no_artifacts: bool) -> None:
     """Verify every log line and checksum, the index and the artifacts; exit 1 if anything is wrong.
 
-    Each problem is printed with its line number, byte offset, length and reason.  An
-    unterminated last line counts as a torn tail here, even while a writer may be mid-append.
-    The index (a cache) must give the same answers as an index-free read of the log.
+    Each problem is printed with its line number, byte offset, length and reason.  A fragment
+    that a crash or a full disk left (the cut-off start of a line, fenced by the next append, or
+    an unterminated last line) is a note, not a problem: nothing acknowledged was lost.  With
+    --strict a note fails the check too.  The index (a cache) must give the same answers as an
+    index-free read of the log.
     """
     tracker = _open(ctx)  # refuses a directory that holds no store
     tracker.close()
@@ -32,7 +34,7 @@ def check(ctx: click.Context, as_json: bool, no_artifacts: bool) -> None:
         _echo_json(report.to_dict())
     else:
         click.echo(_describe(report))
-    if not report.ok:
+    if not report.ok or (report.notes and ctx.meta.get("exptrack.strict")):
         ctx.exit(1)
 
 
@@ -49,10 +51,14 @@ def _describe(report: CheckReport) -> str:
     lines.extend(
         f"  line {p.line} (byte {p.offset}, {p.length} bytes): {p.reason}" for p in log_problems
     )
+    lines.extend(
+        f"  note: line {p.line} (byte {p.offset}, {p.length} bytes): {p.reason}" for p in report.notes
+    )
     lines.append(f"artifacts: {report.artifacts} file(s), {len(blob_problems)} problem(s)")
     lines.extend(f"  {p.path}: {p.reason}" for p in blob_problems)
     lines.append(f"index: {report.index}")
     lines.extend(f"  {p.path}: {p.reason}" for p in index_problems)
     total = len(report.problems)
-    lines.append("ok: no problems found" if report.ok else f"{total} problem(s) found")
+    notes = f" ({len(report.notes)} note(s))" if report.notes else ""
+    lines.append(f"ok: no problems found{notes}" if report.ok else f"{total} problem(s) found{notes}")
     return "\n".join(lines)

@@ -50,7 +50,8 @@ def diff(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
 @click.option("--params-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the run's params as JSON to this file.")
 @click.option("--artifact", "artifact", default=None, metavar="NAME", help="Fetch this stored artifact ...")
-@click.option("--out", "out", type=click.Path(path_type=Path), default=None, help="... to this path.")
+@click.option("--out", "out", type=click.Path(), default=None,
+              help="... to this path: a file, or a directory (existing, or ending in /) to put it in.")
 @click.option("--requirements-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the run's installed packages as a pip requirements file.")
 @click.option("--patch-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -60,7 +61,7 @@ def diff(ctx: click.Context, run_a: str, run_b: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
 @click.pass_context
 def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, artifact: str | None,
-                      out: Path | None, requirements_out: Path | None, patch_dir: Path | None,
+                      out: str | None, requirements_out: Path | None, patch_dir: Path | None,
                       repo: Path | None, as_json: bool) -> None:
     """Check the checkout, data and environment against RUN_ID and say how to restore it.
 

@@ -226,7 +226,7 @@ class ArtifactStore:
         blob = self.path_of(sha256)
         target = Path(dest)
         if target.is_dir():
-            if name is not None and (not name or Path(name).name != name):
+            if name is not None and (name in ("", ".", "..") or Path(name).name != name):
                 raise InvalidRecordError(f"artifact file name must be a plain name, got {short_repr(name)}")
             target = target / (name or sha256)
         if not overwrite and target.exists():

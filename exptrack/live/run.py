@@ -116,6 +116,7 @@ class ActiveRun:
             self._extra["directions"] = normalize_directions(directions)  # checked now, at the call site
         self._started = time.monotonic()
         self._history_fd = -1
+        self._history_torn = False
         self._history_path = tracker.store / "history" / f"{self.run_id}.jsonl"
         self._marker = tracker.store / "active" / f"{self.run_id}.json"
         self._capture_file = capture_file(tracker.store, self.run_id)
@@ -320,6 +321,10 @@ class ActiveRun:
 
     def _append_history(self, point: dict[str, object]) -> None:
         line = codec.dumps(point) + b"\n"
+        if self._history_torn:
+            # The last write failed part-way (a full disk): fence its fragment off, as the log does,
+            # so this point is a line of its own instead of the tail of a broken one.
+            line = b"\n" + line
         try:
             if self._history_fd < 0:  # called with self._lock held: opened once
                 make_dirs(self._history_path.parent)
@@ -328,7 +333,9 @@ class ActiveRun:
                 )
             from exptrack.store.journal import io_write_all
 
+            self._history_torn = True  # until the write below completes
             io_write_all(self._history_fd, line)
+            self._history_torn = False
         except OSError as exc:
             raise StorageError(exc.errno or 0, "append to the metric history", self._history_path) from exc
 

@@ -73,6 +73,9 @@ class CheckReport:
         artifacts: blobs hashed.
         index: ``"absent"``, ``"ok"`` or a short description of what was found.
         problems: every finding, log lines first in file order.
+        notes: fragments fenced off after a crash or a full disk (a cut-off line exptrack wrote,
+            or an unterminated last line): nothing acknowledged was lost, so they are not
+            problems unless the check is strict.
     """
 
     store: str
@@ -83,6 +86,7 @@ class CheckReport:
     artifacts: int = 0
     index: str = "absent"
     problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -99,6 +103,7 @@ class CheckReport:
             "artifacts": self.artifacts,
             "index": self.index,
             "problems": [problem.to_dict() for problem in self.problems],
+            "notes": [note.to_dict() for note in self.notes],
         }
 
 
@@ -149,12 +154,40 @@ def check_store(store: str | os.PathLike[str], *, artifacts: bool = True) -> Che
                                 f"duplicate run_id {item.run_id} (first at line {first})")
         else:
             found = item  # type: ignore[assignment]
+            if _is_fenced_fragment(log_name, found):
+                report.notes.append(Problem("log", log_name, f"{found.reason}: a fragment left by a crash or a full "
+                                            "disk, fenced off; nothing acknowledged was lost",
+                                            found.line, found.offset, found.length))
+                continue
         report.problems.append(Problem("log", log_name, found.reason, found.line, found.offset, found.length))
     report.unchecked = scan.unchecked
     if artifacts:
         _check_artifacts(root, referenced, report)
     report.index = _check_index(root, report, summary, tops, sample.items)
     return report
+
+
+_RECORD_START = b'{"schema":'
+
+
+def _is_fenced_fragment(log_name: str, found: CorruptLine) -> bool:
+    """A cut-off start of a line exptrack writes, not damage: an append that died (SIGKILL,
+    ENOSPC, a file-size limit) leaves the first bytes of its line, and the next append fences
+    them with a newline.  A torn last line is the same thing not yet fenced.  A line that is
+    complete (ends in ``}``) but wrong -- a checksum mismatch, a bit flip -- is damage."""
+    if found.reason.startswith("torn tail"):
+        return True
+    if not found.reason.startswith("invalid JSON") or found.length <= 0:
+        return False
+    try:
+        with open(log_name, "rb") as handle:
+            handle.seek(found.offset)
+            line = handle.read(min(found.length, codec.MAX_RECORD_BYTES)).rstrip(b"\n")
+    except OSError:
+        return False
+    if len(line) <= len(_RECORD_START):
+        return bool(line) and _RECORD_START.startswith(line)
+    return line.startswith(_RECORD_START) and not line.endswith(b"}")
 
 
 def _blob_refs(run: Run) -> Iterator[tuple[str, str]]:

@@ -286,9 +286,21 @@ class Journal:
                     size,
                 )
                 size += 1
-            io_write_all(fd, data)
         except OSError as exc:
             raise StorageError(exc.errno or 0, "append to the run log", self.path) from exc
+        written = 0
+        view = memoryview(data)
+        try:
+            while view:  # one write() in practice; a loop only if the kernel writes less
+                n = io.write(fd, view)
+                if n <= 0:  # a file system that reports 0 bytes written would loop forever
+                    raise OSError(5, "write returned no progress")
+                written += n
+                view = view[n:]
+        except OSError as exc:
+            error = AppendError(exc.errno or 0, "append to the run log", self.path)
+            error.written = written  # the caller tells which of its lines landed whole
+            raise error from exc
         return size
 
 
@@ -302,6 +314,12 @@ def _forget_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
     os.register_at_fork(after_in_child=_forget_in_child)
+
+
+class AppendError(StorageError):
+    """An append failed after ``written`` bytes of it reached the log (0 when none did)."""
+
+    written = 0
 
 
 def _read_mark(fd: int, at: int, key: int) -> int:

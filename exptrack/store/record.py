@@ -139,8 +139,19 @@ def utc_timestamp() -> str:
     return f"{prefix}.{micro:06d}Z"
 
 
-def normalize_value(value: object, path: str, *, allow_nonfinite: bool = False) -> JSONValue:
-    """Map ``value`` to plain JSON types by the module's table, or raise naming ``path``."""
+MAX_DEPTH = 253
+"""Most lists and objects nested in a stored value, the section itself (``params``) included.
+
+orjson writes at most 254 nested containers and the record is one of them: the limit is the
+same whichever encoder a run takes (``codec.build_line`` tries orjson first)."""
+
+
+def normalize_value(value: object, path: str, *, allow_nonfinite: bool = False, depth: int = 0) -> JSONValue:
+    """Map ``value`` to plain JSON types by the module's table, or raise naming ``path``.
+
+    ``depth`` counts the containers above ``value``: past ``MAX_DEPTH`` the value is refused
+    with its key path, well before Python's recursion limit or the JSON parser's nesting cap.
+    """
     kind = type(value)
     if kind is str:
         if not value.isascii():  # type: ignore[attr-defined]
@@ -161,6 +172,8 @@ def normalize_value(value: object, path: str, *, allow_nonfinite: bool = False) 
                 path,
             )
         return value
+    if depth >= MAX_DEPTH and (kind is dict or isinstance(value, (Mapping, list, tuple))):
+        raise InvalidRecordError(f"{path}: values nest deeper than {MAX_DEPTH} levels", path)
     if kind is dict or isinstance(value, Mapping):
         out: dict[str, JSONValue] = {}
         for key, item in value.items():  # type: ignore[attr-defined]
@@ -181,20 +194,20 @@ def normalize_value(value: object, path: str, *, allow_nonfinite: bool = False) 
             ):
                 out[key] = item  # the common flat case, without a recursive call
             else:
-                out[key] = normalize_value(item, f"{path}.{key}", allow_nonfinite=allow_nonfinite)
+                out[key] = normalize_value(item, f"{path}.{key}", allow_nonfinite=allow_nonfinite, depth=depth + 1)
         return out
     if isinstance(value, (list, tuple)):
         return [
-            normalize_value(item, f"{path}[{i}]", allow_nonfinite=allow_nonfinite)
+            normalize_value(item, f"{path}[{i}]", allow_nonfinite=allow_nonfinite, depth=depth + 1)
             for i, item in enumerate(value)
         ]
-    return _normalize_rare(value, path, allow_nonfinite)
+    return _normalize_rare(value, path, allow_nonfinite, depth)
 
 
-def _normalize_rare(value: object, path: str, allow_nonfinite: bool) -> JSONValue:
+def _normalize_rare(value: object, path: str, allow_nonfinite: bool, depth: int = 0) -> JSONValue:
     # Subclasses of the builtins (IntEnum, numpy.float64 is a float subclass) land here too.
     if isinstance(value, enum.Enum):
-        return normalize_value(value.value, path, allow_nonfinite=allow_nonfinite)
+        return normalize_value(value.value, path, allow_nonfinite=allow_nonfinite, depth=depth)
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):
@@ -213,7 +226,7 @@ def _normalize_rare(value: object, path: str, allow_nonfinite: bool) -> JSONValu
         return str(value)
     converted = _from_numpy(value, path)
     if converted is not _NOT_NUMPY:
-        return normalize_value(converted, path, allow_nonfinite=allow_nonfinite)
+        return normalize_value(converted, path, allow_nonfinite=allow_nonfinite, depth=depth)
     if isinstance(value, (set, frozenset)):
         raise InvalidRecordError(
             f"{path}: a {type(value).__name__} has no order and no JSON form; pass sorted(...) as a list",

@@ -11,10 +11,14 @@ import sys
 from typing import TYPE_CHECKING
 
 import pytest
+from click.testing import CliRunner
 from conftest import git, isolate_git
 
+from exptrack import ExperimentTracker
 from exptrack.capture import capture_code, code_restore_steps, compare_code
 from exptrack.capture import git as git_capture
+from exptrack.cli import cli
+from exptrack.store import codec
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -56,6 +60,7 @@ def test_clean_repository_records_commit_branch_and_root(repo: Path) -> None:
         "remote": None,
         "dirty": False,
         "untracked": [],
+        "untracked_count": 0,
         "repo_root": os.path.realpath(repo),
     }
     json.dumps(state.info)
@@ -164,11 +169,12 @@ def test_staged_unstaged_and_untracked_changes_are_all_seen(repo: Path) -> None:
     assert state.info["patch_bytes"] == len(patch)
 
 
-def test_untracked_files_alone_make_the_tree_dirty_without_a_patch(repo: Path) -> None:
+def test_untracked_files_are_listed_apart_and_do_not_make_the_tree_dirty(repo: Path) -> None:
     (repo / "scratch.py").write_text("pass\n")
     state = capture_code(repo)
-    assert state.info["dirty"] is True
+    assert state.info["dirty"] is False
     assert state.info["untracked"] == ["scratch.py"]
+    assert state.info["untracked_count"] == 1
     assert state.patch is None
     assert "patch_sha256" not in state.info
 
@@ -180,6 +186,7 @@ def test_untracked_list_is_capped(repo: Path, monkeypatch: pytest.MonkeyPatch) -
     state = capture_code(repo)
     assert state.info["untracked"] == ["u0.txt", "u1.txt", "u2.txt"]
     assert state.info["untracked_truncated"] is True
+    assert state.info["untracked_count"] == 5
 
 
 def test_capture_works_while_another_git_command_holds_the_index_lock(repo: Path) -> None:
@@ -364,3 +371,28 @@ def test_user_diff_config_does_not_change_the_patch(repo: Path) -> None:
     assert capture_code(repo).patch == plain
     assert plain is not None
     assert plain.startswith(b"diff --git a/README.md b/README.md\n")
+
+
+def test_virtual_environment_and_bytecode_in_the_clone_are_not_untracked_noise(
+    repo: Path, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(repo)
+    venv = repo / ".venv"
+    (venv / "lib" / "site-packages" / "pkg").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    for i in range(1000):
+        (venv / "lib" / "site-packages" / "pkg" / f"m{i}.py").write_text("")
+    (repo / "__pycache__").mkdir()
+    (repo / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"\0")
+    (repo / "notes.txt").write_text("mine\n")
+    state = capture_code(repo)
+    assert state.info["untracked"] == ["notes.txt"]
+    assert state.info["dirty"] is False
+    tracker = ExperimentTracker(store, durable=False)
+    with tracker.start_run(capture=["code"]) as run:
+        pass
+    assert run.record is not None
+    assert len(codec.encode(run.record)) < 4096  # not 1,000 venv paths per line
+    (venv / "lib" / "site-packages" / "pkg" / "new.py").write_text("")  # pip installed something
+    result = CliRunner().invoke(cli, ["--store", str(store), "reproduce", run.run_id, "--repo", str(repo)])
+    assert result.exit_code == 0, result.output

@@ -164,3 +164,93 @@ def test_two_users_of_one_group_share_a_setgid_store(two_users: tuple[int, int, 
         assert sorted(run.metrics.get("acc", -1) for run in runs) == [-1, -1, -1, 0.5, 0.7, 0.9]
     finally:
         shutil.rmtree(shared)
+
+
+# -- item 14: index housekeeping is per process -----------------------------------------------
+
+_BUILD = """
+import sys, time
+from exptrack import ExperimentTracker
+tracker = ExperimentTracker(sys.argv[1], durable=False)
+while time.time() < float(sys.argv[2]):  # a start line shared by every builder
+    pass
+tracker.best_run("acc")
+"""
+
+
+def _generations(store: Path) -> set[str]:
+    return {p.name.partition(".")[0] for p in (store / ".index").iterdir() if p.name.endswith(".hash")}
+
+
+def test_simultaneous_first_builds_leave_no_orphaned_copies(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    tracker = ExperimentTracker(store, durable=False)
+    tracker.log_runs({"params": {"i": i}, "metrics": {"acc": i / 100_000}} for i in range(100_000))
+    start = f"{__import__('time').time() + 1.5}"
+    builders = [subprocess.Popen([sys.executable, "-c", _BUILD, str(store), start], env=_env()) for _ in range(4)]
+    for builder in builders:
+        assert builder.wait(timeout=120) == 0
+    # the next process that saves sweeps the copies of the builders (all dead now)
+    later = ExperimentTracker(store, durable=False)
+    later.log_run(metrics={"acc": 2.0})
+    assert later.best_run("acc").metrics["acc"] == 2.0
+    assert len(_generations(store)) == 1
+    assert not [p.name for p in (store / ".index").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_save_never_deletes_a_live_processs_temporary_file(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    ExperimentTracker(store, durable=False).log_run(metrics={"acc": 0.1})
+    ExperimentTracker(store).best_run("acc")  # the index exists
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as sleeper:
+        try:
+            theirs = store / ".index" / f"index.json.{sleeper.pid}.0123abcd.tmp"
+            theirs.write_bytes(b"a save in progress")
+            for i in range(3):  # fresh processes' first saves sweep the directory
+                tracker = ExperimentTracker(store, durable=False)
+                tracker.log_run(metrics={"acc": 0.2 + i})
+                tracker.best_run("acc")
+                tracker._indexed()._forget_generation("")  # type: ignore[union-attr]
+            assert theirs.exists()
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+    tracker = ExperimentTracker(store, durable=False)
+    tracker.log_run(metrics={"acc": 9.0})
+    tracker.best_run("acc")
+    assert not theirs.exists()  # its owner is dead: the next sweep takes it
+
+
+_READ_LOOP = """
+import sys, time
+from exptrack import ExperimentTracker
+store, until = sys.argv[1], float(sys.argv[2])
+while time.time() < until:
+    tracker = ExperimentTracker(store, durable=False)  # a fresh process view: loads, refreshes, saves
+    tracker.log_run(metrics={"acc": time.time() % 1})
+    tracker.best_run("acc")
+    tracker.close()
+"""
+
+
+def _readers_save_without_failing(store: Path, readers: int, seconds: float) -> str:
+    ExperimentTracker(store, durable=False).log_runs({"metrics": {"acc": i / 50_000}} for i in range(50_000))
+    until = f"{__import__('time').time() + seconds}"
+    procs = [subprocess.Popen([sys.executable, "-c", _READ_LOOP, str(store), until], env=_env())
+             for _ in range(readers)]
+    for proc in procs:
+        assert proc.wait(timeout=seconds + 120) == 0
+    return (store / "log.txt").read_text()
+
+
+def test_concurrent_readers_never_delete_each_others_index_files(tmp_path: Path) -> None:
+    log = _readers_save_without_failing(tmp_path / "store", 4, 5.0)
+    assert "cannot save the index" not in log
+
+
+@pytest.mark.stress
+def test_concurrent_readers_never_delete_each_others_index_files_stress(tmp_path: Path) -> None:
+    log = _readers_save_without_failing(tmp_path / "store", 8, 60.0)
+    print(f"8 readers x 60 s: {log.count('logged run')} runs logged, "
+          f"{log.count('cannot save the index')} failed saves")
+    assert "cannot save the index" not in log

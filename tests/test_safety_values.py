@@ -248,3 +248,44 @@ def test_invalid_values_give_short_errors(tracker: ExperimentTracker, call: str)
     with pytest.raises(InvalidRecordError) as caught:
         tracker.log_run(**kwargs)  # type: ignore[arg-type]
     assert len(str(caught.value)) <= 1000
+
+
+# -- item 17: --requirements-out gives a file pip accepts --------------------------------------
+
+
+def test_requirements_never_pin_a_package_installed_from_a_local_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exptrack.capture.system import local_packages
+
+    if "exptrack" not in local_packages():
+        pytest.skip("exptrack is not installed from a local path here (pip install -e . makes it so)")
+    store = tmp_path / "store"
+    tracker = ExperimentTracker(store, durable=False)
+    with tracker.start_run(capture=["system", "packages"]) as run:
+        pass
+    out = tmp_path / "requirements.txt"
+    result = CliRunner().invoke(cli, ["--store", str(store), "reproduce", run.run_id, "--requirements-out",
+                                      str(out)])
+    assert out.exists(), result.output
+    lines = out.read_text().splitlines()
+    assert not [line for line in lines if line.lower().startswith("exptrack==")]
+    assert any(line.startswith("# exptrack==") and "local path" in line for line in lines)
+    # pip reads every line: the pins are satisfied here, the local package is only a comment
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index",
+                           "--disable-pip-version-check", "-r", str(out)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_requirements_turn_a_crafted_name_or_version_into_a_comment() -> None:
+    from exptrack.repro.reproduce import requirements_text
+
+    text = requirements_text({"numpy": "1.26.4", "evil": "1.0\n--index-url http://evil.example",
+                              "x y": "1", "mine": "0.1"}, local=["Mine"])
+    assert text.splitlines() == [
+        "# not a requirement: evil==1.0\\n--index-url http://evil.example",
+        "# mine==0.1 was installed from a local path: install it from your checkout (pip install -e <path>)",
+        "numpy==1.26.4",
+        "# not a requirement: x y==1",
+    ]

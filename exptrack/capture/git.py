@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_UNTRACKED_CAP = 1000
+_UNTRACKED_CAP = 20  # names kept per run; the count is kept whole
 _STATUS = ("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all")
 _TOPLEVEL = ("rev-parse", "--show-toplevel")
 _REMOTES = ("config", "-z", "--get-regexp", r"^remote\..*\.url$")
@@ -115,7 +115,11 @@ def capture_code(cwd: str | os.PathLike[str] | None = None, *, timeout: float = 
         info["remote"] = _pick_remote(remotes_out)
         commit, branch, tracked, untracked = _parse_status(status_out)
         info["branch"] = branch
-        info["dirty"] = tracked > 0 or bool(untracked)
+        # Untracked files are listed apart: they never make the tree "dirty" (that is a patch
+        # to tracked files), and noise (a virtual environment, bytecode) is left out entirely.
+        untracked = without_noise(root, untracked)
+        info["dirty"] = tracked > 0
+        info["untracked_count"] = len(untracked)
         if len(untracked) > _UNTRACKED_CAP:
             info["untracked_truncated"] = True
             untracked = untracked[:_UNTRACKED_CAP]
@@ -190,6 +194,30 @@ def _reason(stderr: bytes) -> str:
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "git failed")
     line = line.removeprefix("fatal: ").removeprefix("error: ")
     return line[:200]
+
+
+def without_noise(root: str, untracked: list[str]) -> list[str]:
+    """Untracked paths minus what no run depends on: anything inside a virtual environment (a
+    directory holding ``pyvenv.cfg``: a ``.venv`` in the clone listed 1,000 paths per run),
+    ``__pycache__`` directories and ``.pyc`` files.  Ignored files never reach here (git leaves
+    them out of ``status``)."""
+    venv: dict[str, bool] = {}
+    kept: list[str] = []
+    for path in untracked:
+        parts = path.split("/")
+        if "__pycache__" in parts[:-1] or path.endswith((".pyc", ".pyo")):
+            continue
+        noise = False
+        for depth in range(1, len(parts)):
+            prefix = "/".join(parts[:depth])
+            if prefix not in venv:
+                venv[prefix] = os.path.isfile(os.path.join(root, prefix, "pyvenv.cfg"))
+            if venv[prefix]:
+                noise = True
+                break
+        if not noise:
+            kept.append(path)
+    return kept
 
 
 def _parse_status(out: bytes) -> tuple[str | None, str | None, int, list[str]]:
@@ -305,7 +333,7 @@ def _stash_steps(
     recorded: Mapping[str, object], current: Mapping[str, object], commit: str, keep: Sequence[str]
 ) -> list[str]:
     """The stash that puts aside the current work the run did not have, and nothing else."""
-    if not current.get("dirty"):
+    if not current.get("dirty") and not _str_list(current):
         return []
     had = set(_str_list(recorded))
     untracked = _str_list(current)

@@ -73,6 +73,8 @@ def capture_system(*, packages: bool = True, gpu_timeout: float = 2.0) -> System
         try:
             pairs, digest = _installed_packages()
             found, info["packages_sha256"] = dict(pairs), digest
+            # installed from a directory (editable or not): no index serves that version
+            info["local_packages"] = list(local_packages())
         except Exception as exc:  # a broken distribution's metadata can raise anything
             errors["packages"] = f"{type(exc).__name__}: {exc}"
     if errors:
@@ -214,6 +216,24 @@ def _installed_packages() -> tuple[tuple[tuple[str, str], ...], str]:
     pairs = tuple(sorted(found.items()))
     digest = hashlib.sha256("".join(f"{n}=={v}\n" for n, v in pairs).encode()).hexdigest()
     return pairs, digest
+
+
+@functools.lru_cache(maxsize=1)
+def local_packages() -> tuple[str, ...]:
+    """Normalized names of the distributions installed from a local path (``pip install .`` or
+    ``-e .``: PEP 610's ``direct_url.json`` names a ``file:`` URL).  Their ``name==version``
+    would resolve to an unrelated package of the same name on the index, or to nothing."""
+    local: set[str] = set()
+    for dist in importlib.metadata.distributions():
+        try:
+            direct = dist.read_text("direct_url.json")
+        except OSError:
+            continue
+        if direct and '"file:' in direct:
+            pair = _name_version(dist)
+            if pair is not None:
+                local.add(normalize_name(pair[0]))
+    return tuple(sorted(local))
 
 
 def _name_version(dist: importlib.metadata.Distribution) -> tuple[str, str] | None:

@@ -69,7 +69,7 @@ def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, 
     the stored run names.  Exit code 0 when everything matches, 3 when something differs or
     cannot be confirmed (1 on errors).
     """
-    from exptrack.repro.reproduce import reproduce, requirements_text, write_patch
+    from exptrack.repro.reproduce import local_packages_of, reproduce, requirements_text, write_patch
 
     if (artifact is None) != (out is None):
         raise click.UsageError("--artifact and --out go together")
@@ -86,7 +86,7 @@ def reproduce_command(ctx: click.Context, run_id: str, params_out: Path | None, 
         packages = tracker.packages(run)
         if packages is None:
             raise click.ClickException(f"run {run.run_id} recorded no package list")
-        requirements_out.write_text(requirements_text(packages))
+        requirements_out.write_text(requirements_text(packages, local_packages_of(run)))
     patch = None
     if (run.extra.get("artifacts") or {}).get("code.patch"):
         # Not the working tree: a new untracked file there would itself make the checkout "dirty".

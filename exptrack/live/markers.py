@@ -118,7 +118,9 @@ def without_store(info: dict[str, object], store: Path) -> dict[str, object]:
     kept = [p for p in untracked if not (isinstance(p, str) and (p + "/").startswith(prefix))]
     if len(kept) == len(untracked):
         return info
-    return {**info, "untracked": kept, "dirty": bool(info.get("patch_sha256")) or bool(kept)}
+    count = info.get("untracked_count")
+    fewer = count - (len(untracked) - len(kept)) if type(count) is int else len(kept)
+    return {**info, "untracked": kept, "untracked_count": fewer}
 
 
 def store_prefix(info: Mapping[str, object], store: Path) -> str | None:

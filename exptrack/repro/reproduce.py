@@ -6,8 +6,10 @@ on plain records and returns plain data; the CLI only renders it.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,9 +214,43 @@ def write_patch(tracker: ExperimentTracker, run: Run, directory: str | os.PathLi
     return str(target.resolve())
 
 
-def requirements_text(packages: Mapping[str, str]) -> str:
-    """The recorded environment as a pip requirements file (``name==version`` lines)."""
-    return "".join(f"{name}=={version}\n" for name, version in sorted(packages.items()))
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+_REQUIREMENT_VERSION = re.compile(r"[A-Za-z0-9!+._-]+")
+
+
+def requirements_text(packages: Mapping[str, str], local: Collection[str] = ()) -> str:
+    """The recorded environment as a pip requirements file that ``pip install -r`` accepts.
+
+    ``name==version`` per package, except a package installed from a local path (``local``:
+    exptrack itself in a development checkout, the user's own project), which no index serves:
+    it is a comment saying to install it from the checkout.  A stored name or version that is not
+    one (a crafted ``"1.0\n--index-url ..."``) is a comment too, so it never becomes an option.
+    """
+    from exptrack.capture.system import normalize_name
+
+    local_names = {normalize_name(name) for name in local}
+    lines = []
+    for name, version in sorted(packages.items()):
+        if not (_REQUIREMENT_NAME.fullmatch(name) and _REQUIREMENT_VERSION.fullmatch(version)):
+            lines.append(f"# not a requirement: {shell_comment(name)}=={shell_comment(version)}")
+        elif normalize_name(name) in local_names:
+            lines.append(f"# {name}=={version} was installed from a local path: install it from your checkout "
+                         "(pip install -e <path>)")
+        else:
+            lines.append(f"{name}=={version}")
+    return "".join(line + "\n" for line in lines)
+
+
+def local_packages_of(run: Run) -> set[str]:
+    """Packages the run had from a local path, plus those installed from one here now (a run
+    recorded before exptrack noted them still gets exptrack and the user's project right)."""
+    from exptrack.capture.system import local_packages
+
+    recorded = _section(run, "system").get("local_packages")
+    names = {str(n) for n in recorded} if isinstance(recorded, list) else set()
+    with contextlib.suppress(Exception):  # a broken distribution's metadata can raise anything
+        names.update(local_packages())
+    return names
 
 
 

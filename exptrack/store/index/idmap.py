@@ -7,6 +7,8 @@ import contextlib
 import mmap
 import operator
 import os
+import re
+import socket
 import sys
 import time
 import zlib
@@ -25,6 +27,34 @@ _COLUMNS = ("hash", "off", "pos", "ids")
 
 
 _STALE_GENERATION_SECONDS = 600
+# Who owns a file of the index directory: generations are "p<pid>h<host>r<random>", temporary
+# files "<name>.<pid>.<random>.tmp".  Housekeeping deletes another process's files only when that
+# process is dead on this host (a store on a shared file system may have owners elsewhere: those
+# files go only when old).
+_GENERATION = re.compile(r"p(\d+)h([0-9a-f]{8})r[0-9a-f]+")
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def new_generation() -> str:
+    """A generation name that says which process on which host created it."""
+    return f"p{os.getpid()}h{_HOST}r{os.urandom(6).hex()}"
+
+
+def _dead_here(pid: int) -> bool:
+    """Whether ``pid`` is no live process on this host (never true for this process)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it exists, under another user
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rpartition(b")")[2].split()[:1] == [b"Z"]
+    except OSError:
+        return False
 
 
 _BISECT_FACTOR = 64
@@ -244,25 +274,63 @@ class IdColumns:
             self._new_sorted = None
 
     def _forget_generation(self, generation: str) -> None:
-        """Delete the column files of ``generation`` and of generations abandoned long ago."""
+        """Delete the files of ``generation`` (this process's own, abandoned) and the leftovers of
+        dead processes; never a file another live process may be writing or reading.
+
+        A temporary file belongs to the process named in it: deleting one that a live process is
+        still writing made its save fail ("cannot save the index").  A generation that no
+        ``index.json`` names is an orphan once its owner is dead (simultaneous first builds: the
+        last ``index.json`` wins and the others' copies would stay forever).  Files whose owner
+        cannot be told (another host, an older format) go only when they are old.
+        """
         now = time.time()
         try:
             names = os.listdir(self.dir)
         except OSError:
             return
+        live = {self.generation, self.sorted_name.partition("-")[0], *self._generations_on_disk()}
         for name in names:
+            path = os.path.join(self.dir, name)
+            if name.endswith(".tmp"):
+                parts = name.split(".")
+                owner_pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else -1
+                if owner_pid == os.getpid():
+                    continue  # our own: a save in progress in another thread, or removed by it
+                if owner_pid > 0 and _dead_here(owner_pid):
+                    _unlink_quietly(path)
+                else:
+                    _unlink_if_older(path, now)
+                continue
             stem, _, column = name.partition(".")
             owner = stem.partition("-")[0]
-            if column.endswith(".tmp"):  # left by a process that died while writing it
-                owner, column = "", "sorted"
             if column not in (*_COLUMNS, "sorted") or stem == self.generation or name == self.sorted_name:
                 continue
-            path = os.path.join(self.dir, name)
-            with contextlib.suppress(OSError):
+            if generation and owner == generation:
+                _unlink_quietly(path)  # ours, abandoned by a rebuild; a reader that mapped it keeps its copy
+                continue
+            if owner in live:
                 # a sorted column replaced by a newer one may still be opened by a reader that
                 # loaded the previous index.json: it goes only once it is old
-                if owner == generation or now - os.stat(path).st_mtime > _STALE_GENERATION_SECONDS:
-                    fs().unlink(path)
+                if column == "sorted":
+                    _unlink_if_older(path, now)
+                continue
+            match = _GENERATION.fullmatch(owner)
+            if match is not None and match[2] == _HOST and _dead_here(int(match[1])):
+                _unlink_quietly(path)  # an orphan of a dead process
+            else:
+                _unlink_if_older(path, now)
+
+    def _generations_on_disk(self) -> set[str]:
+        """The generation (and sorted column's) that the saved ``index.json`` names now."""
+        try:
+            with open(os.path.join(self.dir, "index.json"), "rb") as handle:
+                raw = handle.read()
+            from exptrack.store import codec
+
+            ids = codec.loads(raw)["ids"]
+            return {str(ids["generation"]), str(ids["sorted"][0]).partition("-")[0]}
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return set()
 
     def _duplicates(self, fd: int, segment: Segment) -> dict[int, str]:
         """Offsets of new lines whose run id an earlier valid line already has ("first wins").
@@ -347,3 +415,13 @@ class IdColumns:
             at = ids.find(b"\n" + key, at + 1)
         return found
 
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):  # gone already: another process swept it
+        fs().unlink(path)
+
+
+def _unlink_if_older(path: str, now: float) -> None:
+    with contextlib.suppress(OSError):
+        if now - os.stat(path).st_mtime > _STALE_GENERATION_SECONDS:
+            fs().unlink(path)

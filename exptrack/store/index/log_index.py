@@ -52,7 +52,7 @@ from exptrack.store import codec, parallel
 from exptrack.store.fsio import FILE_MODE, fs, make_dirs
 from exptrack.store.index.groups import GroupKey, GroupSet
 from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE, IndexStats, StaleIndexError, _why, fingerprint
-from exptrack.store.index.idmap import _COLUMNS, IdColumns, _write_all
+from exptrack.store.index.idmap import _COLUMNS, IdColumns, _write_all, new_generation
 from exptrack.store.index.reducers import BLOCK_SHIFT, MetricStats, Mode
 from exptrack.store.record import CorruptLine
 from exptrack.store.segment import TOP_K, Progress, Segment
@@ -87,6 +87,7 @@ class LogIndex(IdColumns):
         self.persistent = True
         self.rebuilds = 0
         self._warned = False
+        self._swept = False  # this process has swept the dead's leftovers from the directory
         self._reset()
 
     # -- state ---------------------------------------------------------------------------------
@@ -214,7 +215,10 @@ class LogIndex(IdColumns):
             self._write_columns(segment)
         replaced = self._write_sorted(self._new_sorted) if self._new_sorted is not None else ""
         self._write_state()
-        if replaced:
+        if replaced or not self._swept:
+            # every process sweeps once, and after a rebuild: the leftovers of dead processes
+            # (orphaned generations, temporary files) go; a live process's files never do
+            self._swept = True
             self._forget_generation("")
 
     def _write_state(self) -> None:
@@ -286,7 +290,7 @@ class LogIndex(IdColumns):
         self.persistent = persistent
         self.loaded = True
         self.rebuilds += 1
-        self.generation = os.urandom(8).hex()
+        self.generation = new_generation()
         if old_generation:
             self._forget_generation(old_generation)
 
@@ -299,7 +303,7 @@ class LogIndex(IdColumns):
         if problem:
             self._rebuild_from_nothing(problem)
         if not self.generation:
-            self.generation = os.urandom(8).hex()
+            self.generation = new_generation()
         self.dev, self.ino = info.st_dev, info.st_ino
         self.size_seen = size
         if size <= self.watermark:

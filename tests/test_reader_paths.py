@@ -394,8 +394,8 @@ def test_check_lists_every_problem_with_line_offset_length_and_exits_1(tracker: 
     dup_at = len(R1) + len(garbage) + 1 + len(R2)
     assert f"line 2 (byte {len(R1)}, {len(garbage)} bytes): invalid JSON" in out
     assert f"line 4 (byte {dup_at}, {len(R1) - 1} bytes): duplicate run_id r1" in out
-    assert f"line 5 (byte {dup_at + len(R1)}, 20 bytes): torn tail" in out
-    assert "3 problem(s) found" in out
+    assert f"note: line 5 (byte {dup_at + len(R1)}, 20 bytes): torn tail" in out  # a crash fragment
+    assert "2 problem(s) found (1 note(s))" in out
 
     code, out = run_cli(tracker.store, "check", "--json")
     assert code == 1
@@ -405,8 +405,8 @@ def test_check_lists_every_problem_with_line_offset_length_and_exits_1(tracker: 
     assert [(p["line"], p["offset"], p["length"]) for p in report["problems"]] == [
         (2, len(R1), len(garbage)),
         (4, dup_at, len(R1) - 1),
-        (5, dup_at + len(R1), 20),
     ]
+    assert [(p["line"], p["offset"], p["length"]) for p in report["notes"]] == [(5, dup_at + len(R1), 20)]
 
 
 def test_check_passes_a_clean_store_and_exits_0(tracker: ExperimentTracker) -> None:

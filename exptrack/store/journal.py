@@ -317,9 +317,14 @@ if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
 
 
 class AppendError(StorageError):
-    """An append failed after ``written`` bytes of it reached the log (0 when none did)."""
+    """An append failed after ``written`` bytes of it reached the log (0 when none did).
+
+    Internal: it crosses processes (and reads) as the plain ``StorageError`` it is."""
 
     written = 0
+
+    def __reduce__(self) -> tuple[type[StorageError], tuple[int, str, str]]:
+        return (StorageError, (self.errno or 0, self.action, self.filename))
 
 
 def _read_mark(fd: int, at: int, key: int) -> int:

@@ -204,5 +204,6 @@ def test_value_at_the_depth_limit_is_stored_and_one_deeper_is_not(tracker: Exper
     assert tracker.get_run(run.run_id).params == run.params
     with pytest.raises(InvalidRecordError, match=f"nest deeper than {MAX_DEPTH}"):
         tracker.log_run(params={"cfg": _lists(MAX_DEPTH)})
+    tracker.log_run(extra={"cfg": _lists(MAX_DEPTH)})  # a section of its own: the list is the first level
     with pytest.raises(InvalidRecordError, match=f"nest deeper than {MAX_DEPTH}"):
-        tracker.log_run(extra={"cfg": _lists(MAX_DEPTH)})
+        tracker.log_run(extra={"cfg": _lists(MAX_DEPTH + 1)})

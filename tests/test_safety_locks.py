@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -248,9 +249,28 @@ def big_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _kill_reader_at_random(log: Path, rng: random.Random) -> set[int]:
     helpers: set[int] = set()
     with subprocess.Popen([sys.executable, "-c", _READER, str(log), str(log.stat().st_size)],
-                          stdout=subprocess.PIPE, env=_env()) as reader:
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env()) as reader:
         _watch_then_kill(reader, rng, helpers)
+        # The caller's stderr reaches EOF only when no helper holds it any more (`timeout 1
+        # exptrack best` used to leave one stuck there), and a helper dies without a traceback.
+        assert reader.stderr is not None
+        stderr = _read_until_eof(reader.stderr.fileno(), HANG_GUARD)
+        assert b"Traceback" not in stderr, stderr.decode(errors="replace")
     return helpers
+
+
+def _read_until_eof(fd: int, guard: float) -> bytes:
+    data = b""
+    deadline = time.monotonic() + guard
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError(f"a helper still holds the reader's stderr after {guard} s")
 
 
 def _watch_then_kill(reader: subprocess.Popen[bytes], rng: random.Random, helpers: set[int]) -> None:

@@ -98,10 +98,15 @@ def _child(conn: Any, theirs: Any, parent: int, progress: Any, path: str, start:
     def tick(done: int) -> None:
         progress.value = done
 
+    result: object
     try:
-        conn.send(fastscan.scan_range(path, start, end, exclude=exclude, tick=tick, predicate=predicate))
+        result = fastscan.scan_range(path, start, end, exclude=exclude, tick=tick, predicate=predicate)
     except BaseException as exc:  # surfaces in the parent, which then reads the range itself
-        conn.send(exc)
+        result = exc
+    try:
+        conn.send(result)
+    except OSError:  # EPIPE: the reader is gone, nobody to tell -- and no traceback on its stderr
+        pass
     finally:
         conn.close()
 

@@ -105,7 +105,8 @@ def render_report(data: dict[str, Any]) -> str:
     style = f"<style>\n{static_text('style.css')}\n</style>"
     page = page.replace('<link rel="stylesheet" href="/static/style.css">', style)
     plotly = plotly_js_path().read_text(encoding="utf-8")
-    page = page.replace('<script src="/vendor/plotly.min.js"></script>', f"<script>{inline_script(plotly)}</script>")
+    page = page.replace('<script src="/vendor/plotly.min.js" id="plotly-js" async></script>',
+                        f'<script id="plotly-js">{inline_script(plotly)}</script>')
     for name in SCRIPTS:
         code = inline_script(static_text(name))
         page = page.replace(f'<script src="/static/{name}"></script>', f"<script>\n{code}\n</script>")

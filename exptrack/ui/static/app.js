@@ -37,8 +37,8 @@ ET.drawCurrent = async function () {
       await ET.table.load();
       return;
     }
-    if (view === "curves") { await ET.charts.curves(); return; }
-    const points = await ET.points();
+    if (view === "curves") { await ET.plotly(); await ET.charts.curves(); return; }
+    const [points] = await Promise.all([ET.points(), view === "parallel" ? null : ET.plotly()]);
     if (view === "parallel") ET.charts.parallel(points);
     else if (view === "scatter") ET.charts.scatter(points);
     else if (view === "history") ET.charts.history(points);

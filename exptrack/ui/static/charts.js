@@ -42,7 +42,7 @@ ET.charts = {
 
   empty(id, message) {
     const node = document.getElementById(id);
-    Plotly.purge(node);
+    if (window.Plotly) Plotly.purge(node);
     node.textContent = "";
     node.append(ET.el("p", { class: "empty", text: message }));
   },

@@ -49,6 +49,7 @@ ET.runpage = {
     for (const [key, value] of Object.entries(run)) if (!skip.has(key)) host.append(ET.runpage.section(key, value && typeof value === "object" ? value : { [key]: value }));
     const history = await ET.source.history(run.run_id).catch(() => null);
     if (history && Object.keys(history.metrics).length) {
+      await ET.plotly();
       const chart = ET.el("div", { id: "run-history-chart", class: "chart" });
       host.append(ET.el("section", { class: "run-section", "data-section": "history" }, ET.el("h3", { text: "metric history" }), chart));
       const traces = Object.entries(history.metrics).map(([name, series]) => ({ type: "scatter", mode: "lines", name, x: series.steps,

@@ -112,6 +112,16 @@ ET.el = function (tag, attrs, ...children) {
 };
 
 ET.shortId = (id) => (id.length > 16 ? id.slice(0, 8) + "\u2026" + id.slice(-6) : id);  // time prefix + random tail
+/* Plotly (4.8 MB of script) loads asynchronously, so the table paints without waiting for it;
+ * a chart awaits it.  In a report it is inline and already there. */
+ET.plotly = function () {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  const tag = document.getElementById("plotly-js");
+  return new Promise((resolve, reject) => {
+    tag.addEventListener("load", () => resolve(window.Plotly));
+    tag.addEventListener("error", () => reject(new Error("the chart library did not load")));
+  });
+};
 ET.isFinite = (v) => typeof v === "number" && Number.isFinite(v);
 ET.format = function (value) {
   if (value === undefined) return "";

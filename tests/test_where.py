@@ -167,8 +167,8 @@ CASES = [
     ("not params.model = 'rf' and status = 'failed'", "b2"),
     ("not (params.model = 'rf' or status = 'failed')", "c3 d4"),
     ("NOT NOT status = 'killed'", "d4"),
-    ("status = 'x' or status = 'y' Or status = 'killed'", "d4"),
-    ("status != 'x' and status != 'y' AND run_id != 'a1'", "b2 c3 d4"),
+    ("status = 'pruned' or status = 'scheduled' Or status = 'killed'", "d4"),
+    ("status != 'pruned' and status != 'scheduled' AND run_id != 'a1'", "b2 c3 d4"),
     ("((status = 'killed'))", "d4"),
     ("params.model NOT IN ('rf') and params.model is not null", "b2 c3"),
 ]
@@ -183,8 +183,6 @@ def test_expression_selects_expected_runs(expression: str, expected: str) -> Non
 
 
 ERRORS = [
-    ("", 0, "empty expression"),
-    ("   ", 0, "empty expression"),
     ("metrics.acc > ", 14, "expected a value"),
     ("params.model = 'rf", 15, "unterminated string"),
     ("metrics.`val loss > 1", 8, "unterminated name"),
@@ -237,7 +235,7 @@ def test_malformed_expression_points_at_the_offending_token(
 
 
 @pytest.mark.parametrize(
-    "expression", ["(" * 500 + "status = 'x'" + ")" * 500, "not " * 500 + "status = 'x'"], ids=["()", "not"]
+    "expression", ["(" * 500 + "status = 'pruned'" + ")" * 500, "not " * 500 + "status = 'pruned'"], ids=["()", "not"]
 )
 def test_deep_nesting_is_a_syntax_error_not_a_recursion_error(expression: str) -> None:
     with pytest.raises(FilterSyntaxError, match="nested too deeply"):
@@ -245,7 +243,7 @@ def test_deep_nesting_is_a_syntax_error_not_a_recursion_error(expression: str) -
 
 
 def test_long_flat_chains_evaluate_without_recursion() -> None:
-    conjunction = " and ".join(["status != 'x'"] * 5000)
+    conjunction = " and ".join(["status != 'pruned'"] * 5000)
     predicate = compile_where(conjunction + " or " + " or ".join(["run_id = 'q'"] * 5000))
     assert [predicate(r) for r in RECORDS] == [True, True, True, True]
 

@@ -6,7 +6,7 @@ import numbers
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 Record = Mapping[str, object]
@@ -42,7 +42,63 @@ _TS = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[
                  r"\s*(?:[Zz]|([+-])(\d{2}):?(\d{2}))?", re.ASCII)
 
 
+def virtual_getter(segs: tuple[str, ...]) -> Callable[[Record], object] | None:
+    """Getters of the computed fields: ``status`` (lower case: MLflow writes ``'FINISHED'``),
+    ``run_name`` (the run's ``name``, else its ``name=`` tag), ``start_time`` / ``end_time``
+    (milliseconds since the epoch, as MLflow counts them: the timestamp, plus ``duration_s`` for
+    the end of a live run)."""
+    if len(segs) != 1:
+        return None
+    name = segs[0]
+    if name == "status":
+        return lambda r: v.lower() if isinstance(v := r.get("status", MISSING), str) else v
+    if name == "run_name":
+        return _run_name
+    if name == "start_time":
+        return lambda r: _epoch_ms(r.get("timestamp"))
+    if name == "end_time":
+        return _end_time
+    return None
+
+
+def _run_name(record: Record) -> object:
+    name = record.get("name", MISSING)
+    if name is not MISSING:
+        return name
+    tags = record.get("tags")
+    if isinstance(tags, (list, tuple)):
+        for tag in tags:
+            if isinstance(tag, str) and tag.startswith("name="):
+                return tag[5:]
+    return MISSING
+
+
+def _epoch_ms(text: object) -> object:
+    key = _ts_key(text) if isinstance(text, str) else None
+    if key is None:
+        return MISSING
+    moment = datetime.fromisoformat(key).replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def iso_to_epoch_ms(text: str) -> int | None:
+    """An ISO 8601 instant as milliseconds since the epoch (None if it is not one)."""
+    value = _epoch_ms(text)
+    return value if isinstance(value, int) else None
+
+
+def _end_time(record: Record) -> object:
+    start = _epoch_ms(record.get("timestamp"))
+    duration = record.get("duration_s")
+    if isinstance(start, int) and isinstance(duration, (int, float)) and not isinstance(duration, bool):
+        return start + round(duration * 1000)
+    return start
+
+
 def _getter(segs: tuple[str, ...]) -> Callable[[Record], object]:
+    virtual = virtual_getter(segs)
+    if virtual is not None:
+        return virtual
     if len(segs) != 2:
         return (lambda r: r.get(segs[0], MISSING)) if len(segs) == 1 else (lambda r: _walk(r, segs))
     section, name = segs

@@ -20,10 +20,16 @@ from exptrack.query.evaluate import (
     _tags_getter,
     _ts_parse,
     _walk,
+    iso_to_epoch_ms,
+    virtual_getter,
 )
+from exptrack.query.prefixes import TOP_LEVEL, canonical
 from exptrack.query.tokens import _KEYWORDS, _OPERATORS, _SEGMENT, _describe, _lex, _Tok
 
-_TOP_LEVEL = ("run_id", "timestamp", "status", "tags")
+_TOP_LEVEL = TOP_LEVEL
+_STATUS_VALUES = ("running", "finished", "failed", "killed", "pruned", "scheduled")
+"""exptrack's statuses and MLflow's (``SCHEDULED`` exists there only): a filter naming another is a typo."""
+_EPOCH_FIELDS = (("start_time",), ("end_time",))
 
 
 _NEGATED = {"!=": "=", "not in": "in", "not like": "like", "not ilike": "ilike"}
@@ -38,13 +44,7 @@ def _format_field(segs: Sequence[str]) -> str:
 
 
 def _top_level_problem(segs: tuple[str, ...]) -> str:
-    if len(segs) > 1 or segs[0] in _TOP_LEVEL:
-        return ""
-    if segs[0] in ("params", "metrics"):
-        return f"{segs[0]} needs a name, e.g. {segs[0]}.lr"
-    shown = _format_field(segs)
-    return (f"unknown field {segs[0]!r}: did you mean metrics.{shown} or params.{shown}? "
-            f"(top-level fields are {', '.join(_TOP_LEVEL)})")
+    return canonical(segs)[1]
 
 
 class _Parser:
@@ -54,6 +54,7 @@ class _Parser:
         self.text, self.tokens, self.toks, self.i, self.depth = text, _lex(text), list[_Tok](), 0, 0
         self.fields: set[str] = set()
         self.metrics: set[str] = set()
+        self.compared: set[tuple[str, ...]] = set()  # fields compared with a value (not IS NULL)
 
     def peek(self) -> _Tok:
         if self.i == len(self.toks):
@@ -74,7 +75,7 @@ class _Parser:
 
     def parse(self) -> _Pred:
         if self.peek().kind == "eof":
-            raise FilterSyntaxError("empty expression; write e.g. metrics.accuracy > 0.9", self.text, 0)
+            return lambda r: True  # MLflow's "" (and whitespace): no condition, every run
         test, tok = self.junction("or"), self.peek()
         if tok.kind == ")":
             self.fail("unmatched ')'", tok)
@@ -131,9 +132,10 @@ class _Parser:
             if not tok.value:
                 self.fail("empty field name", tok)
             segs.append(str(tok.value))
-        if problem := _top_level_problem(tuple(segs)):
+        found, problem = canonical(tuple(segs))
+        if problem:
             self.fail(problem, first)
-        return tuple(segs)
+        return found
 
     def value(self) -> tuple[object, _Tok]:
         tok, word = self.peek(), self.keyword()
@@ -182,10 +184,31 @@ class _Parser:
             self.fail(f"expected NULL after {after} but found {_describe(self.peek())}", self.peek())
         self.take()
         self.note(segs)
-        get = _tags_getter(segs) if segs[0] == "tags" else _getter(segs)
+        get = _tags_getter(segs) if segs == ("tags",) or segs[0] == "tags" else _getter(segs)
         if negate:
             return lambda r: (v := get(r)) is not None and v is not MISSING
         return lambda r: (v := get(r)) is None or v is MISSING
+
+    def status_value(self, value: object, tok: _Tok, op: str) -> object:
+        """Statuses compare case-insensitively (MLflow writes 'FINISHED'); an unknown one is a typo."""
+        if not isinstance(value, str):
+            self.fail(f"status compares with a quoted name: {', '.join(_STATUS_VALUES[:5])}", tok)
+        if op.endswith("like"):
+            return value.lower()
+        if value.lower() not in _STATUS_VALUES:
+            self.fail(f"unknown status {value!r}; statuses are {', '.join(_STATUS_VALUES[:5])}", tok)
+        return value.lower()
+
+    def epoch_value(self, segs: tuple[str, ...], value: object, tok: _Tok, op: str) -> object:
+        """start_time / end_time are milliseconds since the epoch; an ISO 8601 string converts."""
+        if op.endswith("like") or isinstance(value, bool):
+            self.fail(f"{segs[0]} is a number of milliseconds since the epoch: compare with < <= = >= >", tok)
+        if isinstance(value, str):
+            epoch = iso_to_epoch_ms(value)
+            if epoch is None:
+                self.fail(f"{segs[0]} compares with milliseconds since the epoch or an ISO 8601 string", tok)
+            return epoch
+        return value
 
     def note(self, segs: tuple[str, ...]) -> None:
         self.fields.add(_format_field(segs))
@@ -194,9 +217,15 @@ class _Parser:
 
     def build(self, segs: tuple[str, ...], op: str, items: list[tuple[object, _Tok]]) -> _Pred:
         self.note(segs)
+        self.compared.add(segs)
         timestamp = segs == ("timestamp",) and not op.endswith("like")
         values: list[object] = []
-        for value, tok in items:
+        for raw, tok in items:
+            value = raw
+            if segs == ("status",) and raw is not None:
+                value = self.status_value(raw, tok, op)
+            elif segs in _EPOCH_FIELDS and raw is not None:
+                value = self.epoch_value(segs, raw, tok, op)
             if value is None:
                 self.fail("compare with null using IS NULL or IS NOT NULL", tok)
             if isinstance(value, bool) and op not in ("=", "!=", "in", "not in"):
@@ -235,10 +264,12 @@ class Predicate:
         metric_names: the metric names among them (``{"accuracy"}``).
     """
 
-    __slots__ = ("_test", "expression", "fields", "metric_names")
+    __slots__ = ("_test", "compared", "expression", "fields", "metric_names")
 
-    def __init__(self, expression: str, test: _Pred, fields: frozenset[str], metrics: frozenset[str]) -> None:
+    def __init__(self, expression: str, test: _Pred, fields: frozenset[str], metrics: frozenset[str],
+                 compared: frozenset[tuple[str, ...]] = frozenset()) -> None:
         self._test, self.expression, self.fields, self.metric_names = test, expression, fields, metrics
+        self.compared = compared  # canonical segments of the fields compared with a value
 
     def __call__(self, record: Record) -> bool:
         return self._test(record)
@@ -254,7 +285,8 @@ class Predicate:
 def _compile(expression: str) -> Predicate:
     parser = _Parser(expression)
     test = parser.parse()
-    return Predicate(expression, test, frozenset(parser.fields), frozenset(parser.metrics))
+    return Predicate(expression, test, frozenset(parser.fields), frozenset(parser.metrics),
+                     frozenset(parser.compared))
 
 
 def compile_where(expression: str) -> Predicate:
@@ -287,7 +319,8 @@ def _field_segments(field: str) -> tuple[str, ...]:
         if "" in segs or re.search(r"\s", field.strip()):
             raise QueryError(f"invalid field {field!r}: expected a dotted name such as metrics.accuracy; "
                              "quote odd names with backquotes: metrics.`val loss`")
-    if problem := _top_level_problem(segs):
+    segs, problem = canonical(segs)
+    if problem:
         raise QueryError(problem)
     return segs
 
@@ -305,6 +338,7 @@ def _resolve(record: Record, segs: tuple[str, ...]) -> object:
     if segs[0] == "tags" and len(segs) > 1:
         values = _tags_getter(segs)(record)
         return values[0] if values else MISSING
-    return _walk(record, segs)
+    virtual = virtual_getter(segs)
+    return virtual(record) if virtual is not None else _walk(record, segs)
 
 

@@ -148,6 +148,7 @@ class _Reader:
             seg.starts.extend(accumulate(map(operator.add, map(len, keys[:-1]), repeat(1)), initial=len(seg.ids)))
             seg.ids += ids
             seg.ids += b"\n"
+        seg.names.add_block(params, tags)
         experiments: list[str]
         if not any(exps):
             experiments = [DEFAULT_EXPERIMENT] * len(offs)
@@ -236,6 +237,7 @@ class _Reader:
         self.rows.append((run.run_id, run.status, dict(run.metrics), SCHEMA_VERSION, run.params, list(run.tags),
                           run.timestamp))
         self.exps.append(run.get("experiment"))
+        self.seg.names.sections.update(run)
         self.dirs.append(run.get("directions"))
 
     # -- the pass -------------------------------------------------------------------------------
@@ -342,6 +344,7 @@ class _Reader:
         self.offs.extend(starts[lo:hi])
         self.rows.extend(rows)
         self.exps.extend(exps)
+        self.seg.names.sections.update(set().union(*objs))  # C-level: the keys of every line
         self.dirs.extend(dirs)
 
     def _one(self, line: bytes, offset: int, line_no: int) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 
+from exptrack.store.index.fields import FieldNames
 from exptrack.store.index.groups import GroupKey
 from exptrack.store.index.reducers import Part
 from exptrack.store.record import CorruptLine
@@ -82,6 +83,8 @@ class Segment:
     """Per group key, per metric: that group's share of the metric."""
     directions: dict[GroupKey, dict[str, Counter[str]]] = field(default_factory=dict)
     """Per group key, per metric: how many runs declared ``max`` / ``min`` in their ``directions``."""
+    names: FieldNames = field(default_factory=FieldNames)
+    """Param names, tag keys and sections seen (what filters and sorts may name)."""
     hashes: array[int] = field(default_factory=lambda: array("Q"))
     offsets: array[int] = field(default_factory=lambda: array("Q"))
     ids: bytearray = field(default_factory=bytearray)
@@ -115,6 +118,7 @@ class Segment:
         self.unchecked += other.unchecked
         self.unmapped += other.unmapped
         self.groups.update(other.groups)
+        self.names.merge(other.names)
         for key, parts in other.metrics.items():
             mine_parts = self.metrics.setdefault(key, {})
             for name, part in parts.items():

@@ -50,6 +50,7 @@ from typing import Any
 
 from exptrack.store import codec, parallel
 from exptrack.store.fsio import FILE_MODE, fs, make_dirs
+from exptrack.store.index.fields import FieldNames
 from exptrack.store.index.groups import GroupKey, GroupSet
 from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE, IndexStats, StaleIndexError, _why, fingerprint
 from exptrack.store.index.idmap import _COLUMNS, IdColumns, _write_all, new_generation
@@ -102,6 +103,7 @@ class LogIndex(IdColumns):
         self.unchecked = 0
         self.corrupt: list[CorruptLine] = []
         self.groups = GroupSet(TOP_K)
+        self.names = FieldNames()  # param names, tag keys, sections: what filters may name
         self.generation = ""
         self.count = 0  # entries in the id columns (= valid runs)
         self.ids_length = 0
@@ -143,6 +145,7 @@ class LogIndex(IdColumns):
             "unchecked": self.unchecked,
             "corrupt": [[c.line, c.offset, c.length, c.reason] for c in self.corrupt],
             "groups": self.groups.to_state(),
+            "fields": self.names.to_state(),
             "ids": {"generation": self.generation, "count": self.count, "length": self.ids_length,
                     "sorted": [self.sorted_name, self.sorted_count, self.crcs.get("sorted", 0)],
                     "crc": {column: self.crcs.get(column, 0) for column in _COLUMNS}},
@@ -161,6 +164,7 @@ class LogIndex(IdColumns):
         self.unchecked = int(state["unchecked"])
         self.corrupt = [CorruptLine(int(a), int(b), int(c), str(d)) for a, b, c, d in state["corrupt"]]
         self.groups.load_state(state["groups"])
+        self.names = FieldNames.from_state(state["fields"])
         ids = state["ids"]
         self.generation, self.count, self.ids_length = str(ids["generation"]), int(ids["count"]), int(ids["length"])
         self.sorted_name, self.sorted_count = str(ids["sorted"][0]), int(ids["sorted"][1])
@@ -340,6 +344,7 @@ class LogIndex(IdColumns):
         self.lines += segment.lines
         self.watermark = segment.end
         self.unchecked += segment.unchecked
+        self.names.merge(segment.names)
         for key, runs in segment.groups.items():
             self.groups.group(key).runs += runs
         for key, parts in segment.metrics.items():

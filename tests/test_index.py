@@ -59,7 +59,7 @@ def rescan(store: Path) -> tuple[list[Run], list[CorruptLine]]:
     return runs, corrupt
 
 
-WHERE = "params.model = 'rf' or status = 'killed'"
+WHERE = "status = 'killed' or run_id LIKE '%1%'"  # fields every store has: a filter on a field no run has is an error
 
 
 def expected_answers(store: Path) -> dict[str, Any]:

@@ -93,7 +93,9 @@ def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | N
     if sort:
         from exptrack.query.where import parse_sort, sort_records
 
-        ordered = sort_records(in_scope(tracker.runs(where=where), scope), parse_sort(sort))
+        keys = parse_sort(sort)
+        tracker.check_fields(key.field for key in keys)  # a typo is an error, not an unsorted listing
+        ordered = sort_records(in_scope(tracker.runs(where=where), scope), keys)
         selected: Sequence[Run] = ordered[:limit] if limit else ordered
         total = len(ordered)
     else:

@@ -6,7 +6,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec, TypeVar
@@ -175,8 +175,13 @@ class StoreReader:
             yield CorruptLine(scan.lines + 1, scan.end_offset, scan.pending, "torn tail (unterminated last line)")
 
     def runs(self, *, where: Where = None) -> Iterator[Run]:
-        """Valid runs in log order; corrupt lines are skipped, logged and kept in ``last_corrupt``."""
-        predicate = _compile(where)
+        """Valid runs in log order; corrupt lines are skipped, logged and kept in ``last_corrupt``.
+
+        Raises:
+            FilterSyntaxError: ``where`` does not parse.
+            QueryError: ``where`` compares a field that no run in the store has.
+        """
+        predicate = self._predicate(where)
         corrupt: list[CorruptLine] = []
         self.last_corrupt = corrupt
         for item in self.scan():
@@ -367,14 +372,39 @@ class StoreReader:
         Every line up to the index's watermark is decoded and tested (a filter may read any
         field); duplicates are the index's.  None when the index is unusable.
         """
+        predicate = self._predicate(where)
         index = self._indexed()
-        predicate = _compile(where)
         if index is None or predicate is None:
             return index
         exclude = {c.offset: c.reason for c in index.corrupt if c.reason.startswith("duplicate run_id")}
         segment = _parallel().scan_parallel(str(self.runs_path), 0, index.watermark, exclude=exclude,
                                          predicate=predicate)
         return _log_index().of_segment(segment)
+
+    def check_fields(self, fields: Iterable[str | tuple[str, ...]]) -> None:
+        """Refuse fields (``"metrics.acc"`` or segments) that no run in the store has.
+
+        Answered from the index; a store without runs, or without a usable index, accepts any.
+
+        Raises:
+            QueryError: naming the field and the closest known ones.
+        """
+        index = self._indexed()
+        if index is None or not index.runs:
+            return
+        from exptrack.query.fields import KnownFields
+        from exptrack.query.parser import _field_segments
+
+        segs = [field if isinstance(field, tuple) else _field_segments(field) for field in fields]
+        KnownFields(index.metric_names(), index.names).check(segs)
+
+    def _predicate(self, where: Where) -> Callable[[Mapping[str, Any]], bool] | None:
+        """The compiled filter, its compared fields checked against the store."""
+        predicate = _compile(where)
+        compared = getattr(predicate, "compared", None)
+        if compared:
+            self.check_fields(compared)
+        return predicate
 
     def _index_failed(self, exc: Exception) -> None:
         logger.warning("the index of %s disagrees with the log (%s); rebuilding it", self.runs_path, exc,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import math
@@ -76,7 +77,7 @@ def test_csv_export_is_flat_with_one_row_per_run_in_log_order(store: Path, runs:
     assert {"params.opt.name", "params.opt.lr", "params.layers", "params.flag", "params.big"} <= set(header)
     rows = read_csv(result.stdout)
     assert [row["run_id"] for row in rows] == [run.run_id for run in runs]
-    assert rows[0]["tags"] == "base,team=a"
+    assert json.loads(rows[0]["tags"]) == ["base", "team=a"]  # a JSON list: a comma in a tag stays in it
     assert rows[0]["params.opt.name"] == "adam"  # nested params flatten to the names filters use
     assert rows[1]["params.layers"] == "[64,32]"
     assert rows[1]["params.flag"] == "true"
@@ -212,8 +213,12 @@ def test_parquet_export_reads_back_with_types(store: Path, runs: list[Run], tmp_
     assert rows[2]["metrics.loss"] == math.inf
     assert rows[0]["tags"] == ["base", "team=a"]
     assert rows[0]["params.opt.lr"] == 0.1
-    assert rows[1]["params.layers"] == "[64,32]"  # a list is stored as JSON text
+    assert rows[1]["params.layers"] == [64, 32]  # a list of ints is a list<int64> column
+    assert str(table.schema.field("params.layers").type).startswith("list<")
+    assert str(table.schema.field("params.layers").type.value_type) == "int64"
     assert str(table.schema.field("params.C").type) == "double"
+    assert str(table.schema.field("timestamp").type) == "timestamp[us, tz=UTC]"
+    assert rows[0]["timestamp"] == dt.datetime.fromisoformat(runs[0].timestamp.replace("Z", "+00:00"))
 
 
 def test_parquet_to_stdout_is_a_complete_file(store: Path, runs: list[Run]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -181,12 +181,20 @@ def _echo_json(obj: object) -> None:
 
 
 def _emit_runs(runs: Sequence[Run], fmt: str, columns: Sequence[str]) -> None:
-    from exptrack.query.output import render
-
     if fmt == "json":
         _echo_json([run.to_dict() for run in runs])
     else:
-        click.echo(render(runs, columns, fmt=_as_format(fmt)), nl=False)
+        click.echo(render_runs(runs, columns, fmt), nl=False)
+
+
+def render_runs(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: str) -> str:
+    """Runs as a table that fits the terminal (``COLUMNS`` or its width), exact CSV, or Markdown."""
+    import shutil
+
+    from exptrack.query.output import render
+
+    width = shutil.get_terminal_size().columns if fmt == "table" else None
+    return render(rows, columns, fmt=_as_format(fmt), width=width, null="None")
 
 
 def _as_format(fmt: str) -> Format:

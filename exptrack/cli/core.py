@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
-
 import click
 
 from exptrack.cli._app import (
@@ -17,12 +13,10 @@ from exptrack.cli._app import (
     cli,
     mode_option,
     output_options,
+    render_runs,
     status_option,
     where_option,
 )
-
-if TYPE_CHECKING:
-    from exptrack.store.record import Run
 
 
 def _parse_assignment(text: str, what: str) -> tuple[str, str]:
@@ -70,49 +64,6 @@ def log(ctx: click.Context, params: tuple[str, ...], metrics: tuple[str, ...], t
     tracker = _open(ctx, create=True, durable=not no_fsync)
     run = tracker.log_run(params=parsed_params, metrics=parsed_metrics, tags=list(tags), status=status)
     click.echo(run.run_id)
-
-
-@cli.command()
-@click.option("--limit", "-n", type=click.IntRange(min=0), default=None,
-              help="Show the last N runs (0: all). Default: 20 for the table, all otherwise.")
-@click.option("--sort", "sort", default=None, metavar="SPEC", help="e.g. \"metrics.accuracy desc, params.lr\".")
-@where_option
-@status_option(None)
-@output_options
-@click.pass_context
-def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | None, status: str | list[str] | None,
-         fmt: str) -> None:
-    """List runs (oldest first, the most recent last)."""
-    from exptrack.query.output import run_columns
-    from exptrack.query.ranking import in_scope, status_scope
-
-    tracker = _open_for_query(ctx, fmt)
-    scope = status_scope(status)
-    if limit is None:
-        limit = 20 if fmt == "table" else 0
-    if sort:
-        from exptrack.query.where import parse_sort, sort_records
-
-        keys = parse_sort(sort)
-        tracker.check_fields(key.field for key in keys)  # a typo is an error, not an unsorted listing
-        ordered = sort_records(in_scope(tracker.runs(where=where), scope), keys)
-        selected: Sequence[Run] = ordered[:limit] if limit else ordered
-        total = len(ordered)
-    else:
-        total = 0
-
-        def counted() -> Iterator[Run]:
-            nonlocal total
-            for run in in_scope(tracker.runs(where=where), scope):
-                total += 1
-                yield run
-
-        selected = list(collections.deque(counted(), maxlen=limit) if limit else counted())
-    _emit_runs(selected, fmt, run_columns(selected))
-    if fmt == "table" and not selected:
-        click.echo("no runs" + (" match the filter" if where or scope else ""), err=True)
-    elif fmt == "table" and total > len(selected):  # never cut a listing silently
-        click.echo(f"(showing {len(selected)} of {total} runs; --limit 0 shows all)", err=True)
 
 
 @cli.command()
@@ -167,7 +118,7 @@ def best(ctx: click.Context, metric: str, mode: str | None, where: str | None, s
 def top(ctx: click.Context, metric: str, k: int, mode: str | None, where: str | None, status: str | list[str] | None,
         fmt: str) -> None:
     """The K best finished runs by METRIC, best first (--status to rank others)."""
-    from exptrack.query.output import render, run_columns
+    from exptrack.query.output import run_columns
 
     ranked = _open_for_query(ctx, fmt).top_runs(metric, k, mode=mode, where=where, status=status)
     if fmt == "json":
@@ -175,7 +126,7 @@ def top(ctx: click.Context, metric: str, k: int, mode: str | None, where: str | 
         return
     rows = [{"rank": i, **run.to_dict()} for i, run in enumerate(ranked, 1)]
     columns = ["rank", *run_columns(ranked, metrics_first=[metric])]
-    click.echo(render(rows, columns, fmt=_as_format(fmt)), nl=False)
+    click.echo(render_runs(rows, columns, fmt), nl=False)
 
 
 @cli.command()

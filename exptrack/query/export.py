@@ -3,7 +3,14 @@
 JSON Lines keeps each record as stored (one object per line, ``NaN``/``Infinity`` as strings, as
 ``runs --json`` prints them).  CSV, Parquet and pandas are *flat*: one row per run, with the columns
 ``run_id``, ``timestamp``, ``status``, ``tags``, then ``metrics.<name>`` and ``params.<name>``
-(nested params flatten to dotted names, ``params.optimizer.lr``: the names filters use).
+(nested params flatten to dotted names, ``params.optimizer.lr``, and a key holding a dot is
+backquoted, ``params.`a.b```, so no two values share a column: see ``query.columns``).
+
+Nothing is rounded or merged: CSV writes floats with ``repr`` (they read back exactly), non-finite
+metrics as ``NaN``/``Infinity``/``-Infinity``, tags as a JSON list (``["a,b","c"]``) and lists
+and mappings as JSON.  Parquet types each column: ``timestamp`` is a UTC timestamp (microseconds)
+when every run's timestamp parses, tags are ``list<string>``, a param column of lists of one
+scalar kind is a list type, one kind of scalar keeps its type, anything else is JSON text.
 
 A flat file needs its header before the first row, but a run's columns are only known once every
 run was seen.  So CSV and Parquet read the log twice -- once for the columns, once to write --
@@ -15,13 +22,16 @@ imported only here, when used.
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import io
 import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from exptrack.errors import ExptrackError
+from exptrack.query.columns import column_name
+from exptrack.query.columns import flat_params as _flat
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,29 +81,27 @@ def _require(package: str, feature: str, extra: str) -> Any:
 # -- flattening ---------------------------------------------------------------------------------
 
 
-def _flatten(prefix: str, mapping: Mapping[str, Any], out: dict[str, Any]) -> None:
-    for key, value in mapping.items():
-        name = f"{prefix}.{key}"
-        if type(value) is dict and value:
-            _flatten(name, value, out)
-        else:
-            out[name] = value
-
-
 def flat_params(run: Run) -> dict[str, Any]:
-    """``params`` as ``{"params.name": value}``, nested mappings flattened to dotted names."""
-    out: dict[str, Any] = {}
-    _flatten("params", run.params, out)
-    return out
+    """``params`` as ``{"params.name": value}``, nested mappings flattened (``query.columns``)."""
+    return _flat(run.params)
+
+
+def _kind(value: object) -> object:
+    """What Parquet needs to know of a param value: its type, or for a list its element types."""
+    if type(value) is list:
+        return ("list", frozenset(map(type, value)))
+    return type(value)
 
 
 class _Columns:
     """Column names in first-seen order, and for Parquet the kinds of value each one holds."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, kinds: bool = False) -> None:
         self.metrics: dict[str, None] = {}
-        self.params: dict[str, set[type]] = {}
+        self.params: dict[str, set[object]] = {}
         self.runs = 0
+        self.kinds = kinds  # Parquet only: CSV needs just the names
+        self.timestamps_parse = True
 
     def add(self, run: Run) -> None:
         self.runs += 1
@@ -106,10 +114,28 @@ class _Columns:
             kinds = params.get(name)
             if kinds is None:
                 kinds = params[name] = set()
-            kinds.add(type(value))
+            if self.kinds:
+                kinds.add(_kind(value))
+        if self.kinds and self.timestamps_parse and _utc(run.timestamp) is None:
+            self.timestamps_parse = False
+
+    def metric_columns(self) -> list[str]:
+        return [column_name("metrics", m) for m in self.metrics]
 
     def names(self) -> list[str]:
-        return [*FIXED_COLUMNS, *(f"metrics.{m}" for m in self.metrics), *self.params]
+        return [*FIXED_COLUMNS, *self.metric_columns(), *self.params]
+
+
+def _utc(stamp: str) -> _dt.datetime | None:
+    """``stamp`` as an aware UTC datetime (a naive one is taken as UTC), or None if it is not ISO 8601."""
+    text = stamp[:-1] + "+00:00" if stamp.endswith(("Z", "z")) else stamp
+    try:
+        moment = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.astimezone(_dt.timezone.utc)
 
 
 def _progress_runs(runs: Iterable[Run], progress: Progress | None, size: int, passes: tuple[int, int],
@@ -126,8 +152,8 @@ def _progress_runs(runs: Iterable[Run], progress: Progress | None, size: int, pa
     progress(done + size, total)
 
 
-def _discover(source: RunSource, progress: Progress | None, size: int) -> _Columns:
-    columns = _Columns()
+def _discover(source: RunSource, progress: Progress | None, size: int, *, kinds: bool = False) -> _Columns:
+    columns = _Columns(kinds=kinds)
     for run in _progress_runs(source(), progress, size, (0, 2)):
         columns.add(run)
     return columns
@@ -166,9 +192,18 @@ def _csv_cell(value: object) -> object:
         return ""
     if kind is bool:
         return "true" if value else "false"
-    from exptrack.store import codec
+    return _json_text(value)  # lists, empty mappings: JSON text
 
-    return codec.dumps(value).decode()  # lists, empty mappings: JSON text
+
+def _json_text(value: object) -> str:
+    from exptrack.store import codec  # imported when used: the CLI loads this module for FORMATS
+
+    return codec.dumps(value).decode()
+
+
+def csv_tags(tags: Iterable[str]) -> str:
+    """Tags as one CSV cell: a JSON list, so ``["a,b","c"]`` and ``["a","b,c"]`` stay apart."""
+    return _json_text(list(tags))
 
 
 def write_csv(source: RunSource, out: IO[str], *, progress: Progress | None = None, size: int = 0) -> int:
@@ -185,7 +220,7 @@ def write_csv(source: RunSource, out: IO[str], *, progress: Progress | None = No
         metrics = run.metrics
         params = flat_params(run)
         writer.writerow([
-            run.run_id, run.timestamp, run.status, ",".join(run.tags),
+            run.run_id, run.timestamp, run.status, csv_tags(run.tags),
             *(cell(metrics.get(m)) for m in metric_names),
             *(cell(params.get(p)) for p in param_names),
         ])
@@ -193,16 +228,30 @@ def write_csv(source: RunSource, out: IO[str], *, progress: Progress | None = No
     return count
 
 
-def _parquet_kind(kinds: set[type]) -> str:
-    """The Arrow type of a param column: one kind of scalar keeps its type, anything else is text."""
+def _scalar_kind(kinds: set[object] | frozenset[object]) -> str:
+    """The Arrow type of scalars of these Python types ("" when they share none)."""
     kinds = kinds - {type(None)}
     if not kinds:
         return "string"
     if kinds == {bool}:
         return "bool"
-    if kinds <= {int, float} and kinds:
+    if kinds <= {int, float}:
         return "float64" if float in kinds else "int64"
-    return "string"
+    if kinds == {str}:
+        return "string"
+    return ""
+
+
+def _parquet_kind(kinds: set[object]) -> str:
+    """The Arrow type of a param column: one kind of scalar keeps its type, lists of one kind of
+    scalar are a list type, anything else is text (JSON for lists and mappings)."""
+    lists = [k for k in kinds if type(k) is tuple]
+    if lists and len(lists) == len(kinds - {type(None)}):
+        element = _scalar_kind(frozenset().union(*(k[1] for k in lists)))
+        return f"list<{element}>" if element else "string"
+    if lists:
+        return "string"
+    return _scalar_kind(kinds) or "string"
 
 
 def _parquet_value(value: object, kind: str) -> object:
@@ -210,6 +259,8 @@ def _parquet_value(value: object, kind: str) -> object:
         return None
     if kind == "int64" and not -(2**63) <= value < 2**63:  # type: ignore[operator]
         return None  # params may hold up to 2**64 - 1; beyond int64 there is no faithful cell
+    if kind == "list<int64>" and not all(-(2**63) <= v < 2**63 for v in value if v is not None):  # type: ignore[attr-defined]
+        return None
     if kind == "string" and type(value) is not str:
         return str(_csv_cell(value))  # numbers and booleans as CSV spells them, the rest as JSON
     return value
@@ -227,14 +278,20 @@ def write_parquet(source: RunSource, out: str | IO[bytes], *, progress: Progress
     """
     pa = _require("pyarrow", "Parquet export", "parquet")
     pq = _require("pyarrow.parquet", "Parquet export", "parquet")
-    columns = _discover(source, progress, size)
+    columns = _discover(source, progress, size, kinds=True)
     metric_names = list(columns.metrics)
+    metric_columns = columns.metric_columns()
     param_kinds = {name: _parquet_kind(kinds) for name, kinds in columns.params.items()}
     arrow_types = {"bool": pa.bool_(), "int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
+    arrow_types.update({f"list<{k}>": pa.list_(t) for k, t in list(arrow_types.items())})
+    # a store written by exptrack always has UTC timestamps; a hand-made one may not parse: text then
+    stamps = columns.timestamps_parse
     fields = [
-        pa.field("run_id", pa.string()), pa.field("timestamp", pa.string()), pa.field("status", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("timestamp", pa.timestamp("us", tz="UTC") if stamps else pa.string()),
+        pa.field("status", pa.string()),
         pa.field("tags", pa.list_(pa.string())),
-        *(pa.field(f"metrics.{m}", pa.float64()) for m in metric_names),
+        *(pa.field(c, pa.float64()) for c in metric_columns),
         *(pa.field(name, arrow_types[kind]) for name, kind in param_kinds.items()),
     ]
     schema = pa.schema(fields)
@@ -245,12 +302,12 @@ def write_parquet(source: RunSource, out: str | IO[bytes], *, progress: Progress
         def flush() -> None:
             data: dict[str, list[object]] = {
                 "run_id": [r.run_id for r in batch],
-                "timestamp": [r.timestamp for r in batch],
+                "timestamp": [_utc(r.timestamp) if stamps else r.timestamp for r in batch],
                 "status": [r.status for r in batch],
                 "tags": [list(r.tags) for r in batch],
             }
-            for m in metric_names:
-                data[f"metrics.{m}"] = [_float_or_none(r.metrics.get(m)) for r in batch]
+            for m, c in zip(metric_names, metric_columns):
+                data[c] = [_float_or_none(r.metrics.get(m)) for r in batch]
             flat = [flat_params(r) for r in batch]
             for name, kind in param_kinds.items():
                 data[name] = [_parquet_value(p.get(name), kind) for p in flat]
@@ -333,6 +390,7 @@ def to_pandas(runs: Iterable[Run]) -> pd.DataFrame:
             if len(column_p) <= count:
                 column_p.append(None)
     data: dict[str, object] = dict(fixed)
-    data.update((f"metrics.{name}", pandas.Series(values, dtype="float64")) for name, values in metrics.items())
+    names = [column_name("metrics", m) for m in metrics]
+    data.update((c, pandas.Series(values, dtype="float64")) for c, values in zip(names, metrics.values()))
     data.update(params)
-    return pandas.DataFrame(data, columns=[*FIXED_COLUMNS, *(f"metrics.{m}" for m in metrics), *params])
+    return pandas.DataFrame(data, columns=[*FIXED_COLUMNS, *names, *params])

@@ -192,6 +192,59 @@ class StoreReader:
                 self._report(item)  # type: ignore[arg-type]
                 corrupt.append(item)  # type: ignore[arg-type]
 
+    def recent_runs(self, n: int, *, where: Where = None) -> list[Run]:
+        """The last ``n`` runs (of those ``where`` accepts), oldest first, read from the END of the log.
+
+        The index says which lines are corrupt or repeat an earlier run id (first wins), so the
+        lines are read backwards only until ``n`` runs are found: the cost follows ``n``, not the
+        store's size.  Each line is checked (checksum, record) as every reader checks it.  Without
+        a usable index, the whole log is read forwards.
+
+        Raises:
+            InvalidRecordError: ``n`` is below 1.
+        """
+        if n < 1:
+            raise InvalidRecordError(f"n must be at least 1, not {n}", "n")
+        predicate = _compile(where)
+        with self._lock:
+            index = self._indexed()
+            if index is not None:
+                skip = {c.offset for c in index.corrupt}
+                watermark = index.watermark
+        if index is None:
+            import collections
+
+            return list(collections.deque(self.runs(where=where), maxlen=n))
+        from exptrack.store.scan import _parse
+        from exptrack.store.tail import lines_before
+
+        found: list[Run] = []
+        for offset, line in lines_before(str(self.runs_path), watermark):
+            if offset in skip:
+                continue
+            item = None if line is None else _parse(memoryview(line), offset, 0)
+            if type(item) is not tuple:
+                # the index took this line for a run: the log changed under it (rewritten)
+                self._index_failed(StaleIndexError(f"no valid run at byte {offset}"))
+                import collections
+
+                return list(collections.deque(self.runs(where=where), maxlen=n))
+            run = item[0]
+            if predicate is None or predicate(run):
+                found.append(run)
+                if len(found) == n:
+                    break
+        found.reverse()
+        return found
+
+    def count_runs(self) -> int:
+        """How many valid runs the store holds (from the index: no pass over the log when warm)."""
+        with self._lock:
+            index = self._indexed()
+            if index is not None:
+                return index.runs
+        return sum(1 for _ in self.runs())
+
     @_serialized
     def get_run(self, run_id: str) -> Run:
         """The run with this id, or the only run whose id starts with it.

@@ -68,6 +68,44 @@ def _ranker(key: SortKey) -> Callable[[Record], tuple[int, float, str]]:
     return rank
 
 
+class _Reversed:
+    """Orders its text in reverse: a descending key inside one ascending comparison."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __lt__(self, other: _Reversed) -> bool:
+        return other.text < self.text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Reversed) and other.text == self.text
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def sort_key(keys: Sequence[SortKey]) -> Callable[[Record], tuple[object, ...]]:
+    """One key for the whole spec, ordering records as :func:`sort_records` does (missing last)."""
+    rankers = [(_ranker(SortKey(key.field)), key.descending) for key in keys]
+
+    def combined(record: Record) -> tuple[object, ...]:
+        out: list[object] = []
+        for rank, descending in rankers:
+            group, number, text = rank(record)
+            out += (group, -number, _Reversed(text)) if descending else (group, number, text)
+        return tuple(out)
+
+    return combined
+
+
+def first_sorted(records: Iterable[_R], keys: Sequence[SortKey], n: int) -> list[_R]:
+    """The first ``n`` of ``sort_records(records, keys)``, holding only ``n`` records at a time."""
+    import heapq
+
+    return heapq.nsmallest(n, records, key=sort_key(keys))  # stable: ties keep their order
+
+
 def sort_records(records: Iterable[_R], keys: Sequence[SortKey]) -> list[_R]:
     """Sort records by several keys, stably; missing values and NaN go last in either direction.
 

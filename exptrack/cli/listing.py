@@ -1,0 +1,130 @@
+"""``exptrack runs``: list runs, the most recent from the end of the log, in a table that fits.
+
+Without ``--sort``, ``-n N`` reads the last N runs backwards from the end of the log (the index
+says which lines to skip), so listing costs the same at ten runs and at a million.  With
+``--sort``, only the N first runs of the order are kept while the log streams by (a heap of N).
+``--columns/-c`` picks the columns; otherwise every column is a candidate, the params that tell
+the listed runs apart first, and what does not fit the terminal is named below the table.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from exptrack.cli._app import _emit_runs, _open_for_query, cli, output_options, status_option, where_option
+
+if TYPE_CHECKING:
+    from exptrack.store.record import Run
+
+
+def columns_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--columns", "-c", "columns", multiple=True, metavar="NAMES",
+        help="Columns to show, comma-separated or repeated; * matches (e.g. -c run_id,metrics.accuracy,'params.*').",
+    )(func)
+
+
+def choose_columns(runs: Sequence[Run], wanted: Sequence[str], metrics_first: Sequence[str] = ()) -> list[str]:
+    """The columns for ``runs``: all of them (params that differ first), or those ``wanted`` names.
+
+    Raises:
+        click.BadParameter: a wanted name (or pattern) matches no column of the listed runs.
+    """
+    from exptrack.query.output import run_columns
+
+    available = run_columns(runs, metrics_first=metrics_first, tags=not wanted)
+    names = [name.strip() for item in wanted for name in item.split(",") if name.strip()]
+    if not names:
+        return available
+    known = dict.fromkeys([*available, "tags"])
+    chosen: dict[str, None] = {}
+    for name in names:
+        if name in known:
+            chosen[name] = None
+            continue
+        matched = fnmatch.filter(known, name) if any(ch in name for ch in "*?[") else []
+        if not matched and runs:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(known), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; columns here: {', '.join(list(known)[:12])}"
+            raise click.BadParameter(f"no listed run has a column {name!r}{hint}", param_hint="--columns")
+        chosen.update(dict.fromkeys(matched or [name]))
+    return list(chosen)
+
+
+@cli.command()
+@click.option("--limit", "-n", type=click.IntRange(min=0), default=None,
+              help="Show the last N runs (0: all). Default: 20 for the table, all otherwise.")
+@click.option("--sort", "sort", default=None, metavar="SPEC", help="e.g. \"metrics.accuracy desc, params.lr\".")
+@where_option
+@status_option(None)
+@columns_option
+@output_options
+@click.pass_context
+def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | None,
+         status: str | list[str] | None, columns: tuple[str, ...], fmt: str) -> None:
+    """List runs (oldest first, the most recent last; with --sort, in that order)."""
+    from exptrack.query.ranking import status_scope
+
+    tracker = _open_for_query(ctx, fmt)
+    scope = status_scope(status)
+    chosen = _with_status(where, scope)
+    if limit is None:
+        limit = 20 if fmt == "table" else 0
+    total: int | None = None
+    selected: Sequence[Run]
+    if sort:
+        from exptrack.query.sort import first_sorted, parse_sort, sort_records
+
+        keys = parse_sort(sort)
+        tracker.check_fields(key.field for key in keys)  # a typo is an error, not an unsorted listing
+        counted = _Counter(tracker.runs(where=chosen))
+        selected = first_sorted(counted, keys, limit) if limit else sort_records(counted, keys)
+        total = counted.count
+    elif limit:
+        selected = tracker.recent_runs(limit, where=chosen)
+        if chosen is None:
+            total = tracker.count_runs()
+    else:
+        selected = list(tracker.runs(where=chosen))
+        total = len(selected)
+    _emit_runs(selected, fmt, choose_columns(selected, columns))
+    if fmt != "table":
+        return
+    if not selected:
+        click.echo("no runs" + (" match the filter" if chosen is not None else ""), err=True)
+    elif total is not None and total > len(selected):  # never cut a listing silently
+        click.echo(f"(showing {len(selected)} of {total:,} runs; --limit 0 shows all)", err=True)
+    elif total is None and len(selected) == limit:
+        click.echo(f"(showing the last {len(selected)} matching runs; --limit 0 shows all)", err=True)
+
+
+def _with_status(where: str | None, scope: frozenset[str] | None) -> str | Callable[[Mapping[str, Any]], bool] | None:
+    """The ``--where`` filter narrowed to the ``--status`` scope (one predicate for every path)."""
+    if scope is None:
+        return where
+    from exptrack.query.where import compile_where
+
+    base = compile_where(where) if where else None
+
+    def accepts(record: Mapping[str, Any]) -> bool:
+        return record.get("status") in scope and (base is None or base(record))
+
+    return accepts
+
+
+class _Counter:
+    """Passes runs through and counts them (the sorted listing says how many it chose from)."""
+
+    def __init__(self, runs: Iterator[Run]) -> None:
+        self.runs, self.count = runs, 0
+
+    def __iter__(self) -> Iterator[Run]:
+        for run in self.runs:
+            self.count += 1
+            yield run

@@ -37,6 +37,13 @@ def run_quick(script: str) -> str:
              "read the file's bytes (raw limit)", "2,000 runs", "10,000 runs", "Peak RSS", "answers agree: yes"],
             id="query_history",
         ),
+        pytest.param(
+            "listing.py",
+            ["runs -n 20: recent_runs (API)", "runs -n 20: exptrack runs (process)", "before: forward pass + deque",
+             "--sort -n 5: heap of 5", "before: full sort", "columns of a 100,000-param run", "2,000 runs",
+             "10,000 runs", "peak", "answers agree: yes"],
+            id="listing",
+        ),
     ],
 )
 def test_benchmark_quick_mode_prints_its_table(script: str, expected: list[str]) -> None:

@@ -115,6 +115,7 @@ def _with_status(where: str | None, scope: frozenset[str] | None) -> str | Calla
     def accepts(record: Mapping[str, Any]) -> bool:
         return record.get("status") in scope and (base is None or base(record))
 
+    accepts.compared = getattr(base, "compared", ())  # type: ignore[attr-defined]  # the reader checks them
     return accepts
 
 

@@ -205,7 +205,7 @@ class StoreReader:
         """
         if n < 1:
             raise InvalidRecordError(f"n must be at least 1, not {n}", "n")
-        predicate = _compile(where)
+        predicate = self._predicate(where)
         with self._lock:
             index = self._indexed()
             if index is not None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from exptrack.errors import (
     ArtifactIntegrityError,
     CorruptStoreError,
+    DuplicateRunError,
     ExptrackError,
     FilterSyntaxError,
     InvalidRecordError,
@@ -57,6 +58,7 @@ __all__ = [
     "ArtifactIntegrityError",
     "CorruptLine",
     "CorruptStoreError",
+    "DuplicateRunError",
     "ExperimentTracker",
     "ExptrackError",
     "FilterSyntaxError",

@@ -196,3 +196,15 @@ class UnknownMetricError(NoRunsError):
 
     def __reduce__(self) -> tuple[type[UnknownMetricError], tuple[str, tuple[str, ...]]]:
         return (type(self), (self.metric, self.known))
+
+
+class DuplicateRunError(InvalidRecordError):
+    """A run id given to ``log_run`` / ``log_runs`` is already in the store; nothing was written."""
+
+    def __init__(self, run_ids: Sequence[str]) -> None:
+        self.run_ids = tuple(run_ids)
+        shown = ", ".join(self.run_ids[:5]) + (f" and {len(self.run_ids) - 5} more" if len(self.run_ids) > 5 else "")
+        super().__init__(f"run id(s) already in the store: {shown}; nothing was written", "run_id")
+
+    def __reduce__(self) -> tuple[type[DuplicateRunError], tuple[tuple[str, ...]]]:  # type: ignore[override]
+        return (type(self), (self.run_ids,))

@@ -6,6 +6,7 @@ The facade stays thin: validation lives in ``record``, bytes in ``codec``, the l
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from exptrack.errors import (
+    DuplicateRunError,
     InvalidRecordError,
     PartialBatchError,
     RunNotFoundError,
     StorageError,
 )
 from exptrack.live.artifacts import ArtifactStore
-from exptrack.live.history import read_history
+from exptrack.live.history import history_bytes, history_summary, normalize_history, read_history
+from exptrack.live.markers import write_whole
 from exptrack.live.recover import recover_runs
 from exptrack.live.run import ActiveRun
 from exptrack.query.reader import StoreReader
@@ -31,7 +34,8 @@ from exptrack.store.record import Run, build_run, short_repr
 
 logger = logging.getLogger(__name__)
 
-_LOG_RUN_KEYS = frozenset({"params", "metrics", "tags", "status", "extra", "directions"})
+_LOG_RUN_KEYS = frozenset({"params", "metrics", "tags", "status", "extra", "directions", "run_id", "timestamp",
+                           "name", "experiment", "history"})
 
 
 class ExperimentTracker(StoreReader):
@@ -45,6 +49,8 @@ class ExperimentTracker(StoreReader):
         lock_timeout: seconds to wait for the store's lock before ``LockTimeoutError``;
             default ``EXPTRACK_LOCK_TIMEOUT`` or 60.
         strict: raise ``CorruptStoreError`` on the first corrupt line instead of skipping it.
+        experiment: log into this experiment and answer queries about its runs only; without
+            it runs go to ``"default"`` and queries see every experiment.
     """
 
     def __init__(
@@ -55,10 +61,11 @@ class ExperimentTracker(StoreReader):
         required_metrics: Sequence[str] = (),
         lock_timeout: float | None = None,
         strict: bool = False,
+        experiment: str | None = None,
     ) -> None:
         if isinstance(required_metrics, str):
             required_metrics = (required_metrics,)
-        super().__init__(path, strict=strict)
+        super().__init__(path, strict=strict, experiment=experiment)
         self.required_metrics = tuple(required_metrics)
         try:
             make_dirs(self.store)
@@ -84,7 +91,8 @@ class ExperimentTracker(StoreReader):
         self.close()
 
     def __repr__(self) -> str:
-        return f"ExperimentTracker({str(self.store)!r}, durable={self.durable})"
+        scope = f", experiment={self.experiment!r}" if self.experiment else ""
+        return f"ExperimentTracker({str(self.store)!r}, durable={self.durable}{scope})"
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -97,6 +105,11 @@ class ExperimentTracker(StoreReader):
         status: str = "finished",
         extra: Mapping[str, object] | None = None,
         directions: Mapping[str, str] | None = None,
+        run_id: str | None = None,
+        timestamp: str | datetime.datetime | None = None,
+        name: str | None = None,
+        experiment: str | None = None,
+        history: object = None,
     ) -> Run:
         """Validate, encode and append one run; return it as stored (with ``run_id``, ``timestamp``).
 
@@ -104,16 +117,34 @@ class ExperimentTracker(StoreReader):
         says which way is better for some metrics (``{"value": "min"}``): ``best_run("value")``
         then ranks without asking (see :meth:`best_run`).
 
+        Args:
+            run_id: keep an identity from elsewhere (an importer's source run); letters, digits,
+                ``.``, ``_``, ``-``.  An id already in the store (deleted runs included) is refused.
+            timestamp: when the run happened (an aware ``datetime`` or ISO 8601 text with a zone).
+            name: the run's readable name; one is generated from its id when none is given.
+            experiment: the experiment to log into (default: the tracker's, else ``"default"``).
+            history: per-step metric points (see :func:`exptrack.live.history.normalize_history`);
+                written to the run's history file, summarised on its line, and a metric's last
+                point is its value when ``metrics`` does not give one.
+
         Raises:
             InvalidRecordError: a value cannot be stored (the message names its key path).
-            MissingMetricError: a required metric is absent.  Nothing is written in either case.
+            DuplicateRunError: ``run_id`` is already in the store.
+            MissingMetricError: a required metric is absent.  Nothing is written in any of these cases.
             LockTimeoutError, StorageError: the append failed; the run is not acknowledged.
         """
-        run, line = codec.build_line(
-            params=params, metrics=metrics, tags=tags, status=status, extra=extra,
-            required_metrics=self.required_metrics, directions=directions,
-        )
-        offset = self._journal.append((line,))
+        if run_id is None and timestamp is None and name is None and history is None:
+            run, line = codec.build_line(
+                params=params, metrics=metrics, tags=tags, status=status, extra=extra,
+                required_metrics=self.required_metrics, directions=directions,
+                experiment=experiment or self.experiment,
+            )
+            offset = self._journal.append((line,))
+        else:
+            return self._log_given([{
+                "params": params, "metrics": metrics, "tags": tags, "status": status, "extra": extra,
+                "directions": directions, "run_id": run_id, "timestamp": timestamp, "name": name,
+                "experiment": experiment, "history": history}])[0]
         # The per-run line costs ~17 µs, as much as the append itself: in flush-only (throughput)
         # mode it is DEBUG; in durable mode the fsync dwarfs it, so it is INFO.
         if logger.isEnabledFor(self._run_log_level):
@@ -125,7 +156,11 @@ class ExperimentTracker(StoreReader):
         """Append many runs under one lock acquisition; all are validated before any is written.
 
         Each item is a mapping with ``log_run``'s keyword names (``params``, ``metrics``, ``tags``,
-        ``status``, ``extra``, ``directions``).  Either every run is appended or (on a validation error) none.
+        ``status``, ``extra``, ``directions``, ``run_id``, ``timestamp``, ``name``, ``experiment``,
+        ``history``).
+        Either every run is appended or (on a validation error or a run id already in the store,
+        ``DuplicateRunError``) none.  Re-importing a source whose runs keep their ids therefore
+        never duplicates a run: skip the ids already present (``DuplicateRunError.run_ids``).
 
         Raises:
             InvalidRecordError: an item cannot be stored; nothing was written.
@@ -134,8 +169,7 @@ class ExperimentTracker(StoreReader):
                 of the others never duplicates a run.  Its fragment is fenced by the next append.
             LockTimeoutError, StorageError: nothing was appended.
         """
-        runs: list[Run] = []
-        lines: list[bytes] = []
+        checked: list[Mapping[str, Any]] = []
         for i, item in enumerate(items):
             if not isinstance(item, Mapping):
                 raise InvalidRecordError(f"item {i} is a {type(item).__name__}, not a mapping", f"[{i}]")
@@ -146,17 +180,45 @@ class ExperimentTracker(StoreReader):
                     f"expected {', '.join(sorted(_LOG_RUN_KEYS))}",
                     f"[{i}]",
                 )
+            checked.append(item)
+        if not checked:
+            return []
+        return self._log_given(checked)
+
+    def _log_given(self, items: Sequence[Mapping[str, Any]]) -> list[Run]:
+        """Validate every item, write the histories, then append all lines at once."""
+        runs: list[Run] = []
+        lines: list[bytes] = []
+        histories: list[tuple[str, bytes]] = []
+        given: list[str] = []
+        for i, item in enumerate(items):
             try:
-                run, line = codec.build_line(**item, required_metrics=self.required_metrics)
+                run, line, history = self._build(item)
             except InvalidRecordError as exc:
-                exc.args = (f"item {i}: {exc}",)
+                if len(items) > 1:
+                    exc.args = (f"item {i}: {exc}",)
                 raise
+            if item.get("run_id") is not None:
+                given.append(run.run_id)
+            if history:
+                histories.append((run.run_id, history))
             runs.append(run)
             lines.append(line)
-        if not lines:
-            return []
+        repeated = sorted({run_id for run_id in given if given.count(run_id) > 1}) if len(given) > 1 else []
+        if repeated:
+            raise DuplicateRunError(repeated)
+        check = None
+        if given:
+            self._refuse_known(given)  # before the history files: never overwrite a stored run's
+            check = lambda: self._refuse_known(given)  # noqa: E731 - and again under the lock
+        for run_id, data in histories:
+            path = self.store / "history" / f"{run_id}.jsonl"
+            try:
+                write_whole(path, data)
+            except OSError as exc:
+                raise StorageError(exc.errno or 0, "write the metric history", path) from exc
         try:
-            offset = self._journal.append(lines)
+            offset = self._journal.append(lines, check=check)
         except AppendError as exc:
             if exc.written <= 0 or len(lines) == 1:
                 raise
@@ -167,11 +229,40 @@ class ExperimentTracker(StoreReader):
                     break
                 landed.append(run.run_id)
             raise PartialBatchError(exc.errno or 0, self.runs_path, landed, len(runs)) from exc
-        logger.info("logged %d runs in one batch", len(runs), extra=self._log_extra)
+        if len(runs) == 1:
+            logger.log(self._run_log_level, "logged run %s (%s)", runs[0].run_id, _brief(runs[0]),
+                       extra=self._log_extra)
+        else:
+            logger.info("logged %d runs in one batch", len(runs), extra=self._log_extra)
         for run, line in zip(runs, lines):
             object.__setattr__(run, "offset", offset)  # fresh objects, not shared yet
             offset += len(line)
         return runs
+
+    def _build(self, item: Mapping[str, Any]) -> tuple[Run, bytes, bytes]:
+        """One validated run, its line and its history file's bytes (empty without a history)."""
+        fields = dict(item)
+        history = fields.pop("history", None)
+        fields["experiment"] = fields.get("experiment") or self.experiment
+        extra = dict(fields.pop("extra", None) or {})
+        data = b""
+        if history is not None:
+            points = normalize_history(history)
+            if points:
+                summary, last = history_summary(points)
+                extra["history"] = summary
+                metrics = dict(fields.get("metrics") or {})
+                for metric, value in last.items():
+                    metrics.setdefault(metric, value)
+                fields["metrics"] = metrics
+                data = history_bytes(points)
+        run, line = codec.build_line(**fields, extra=extra, required_metrics=self.required_metrics)
+        return run, line, data
+
+    def _refuse_known(self, run_ids: Sequence[str]) -> None:
+        known = self._known_ids(run_ids)
+        if known:
+            raise DuplicateRunError(sorted(known))
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exptrack.store import codec
+from exptrack.store.names import DEFAULT_EXPERIMENT, generated_name
 from exptrack.store.record import Run, build_run
 
 CHUNK = 25_000
@@ -130,7 +131,7 @@ def encode_chunk(task: tuple[int, int, int]) -> bytes:
             metrics=fields["metrics"],
             tags=tuple(fields["tags"]),
             status=fields["status"],
-            extra=fields["extra"],
+            extra={**fields["extra"], "name": generated_name(run_id), "experiment": DEFAULT_EXPERIMENT},
         )
         if index - first < 3 and build_run(run_id=run_id, timestamp=timestamp, **fields) != run:
             raise AssertionError(f"generated run {index} differs from build_run's; fix run_fields")

@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from exptrack import ExperimentTracker
 from exptrack.cli import cli
 from exptrack.store.logs import detach_store_log
+from exptrack.store.names import generated_name
 
 HANG_GUARD = 120.0  # seconds; a subprocess that takes longer is hung, not slow
 COMMANDS = ["log", "runs", "show", "best", "top", "summary"]
@@ -157,6 +158,8 @@ def test_runs_lists_every_run(store: Path, filled: list[str]) -> None:
         assert run_id in table
     records = json.loads(ok(["runs", "--json"], store).stdout)
     assert [record["run_id"] for record in records] == filled
+    assert records[0].pop("experiment") == "default"
+    assert records[0].pop("name") == generated_name(filled[0])
     assert records[0] == {
         "schema": 2,
         "run_id": filled[0],

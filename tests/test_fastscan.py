@@ -173,7 +173,7 @@ TRICKY = [
     line("param-named-nonfinite", params={"nonfinite": {"accuracy": "NaN"}}, metrics={"accuracy": 0.25}),
     line("nonfinite-and-param", params={"x": '"nonfinite":'}, metrics={"accuracy": -math.inf}),
     line("experiment", metrics={"accuracy": 0.71}, extra={"experiment": "wine"}),
-    line("experiment-not-text", metrics={"accuracy": 0.72}, extra={"experiment": 3}),
+    forged(run_id="experiment-not-text", metrics={"accuracy": 0.72}, extra={"experiment": 3}),  # hand-written
     line("pruned", metrics={"accuracy": 0.73}, status="pruned"),
     line("directions", metrics={"accuracy": 0.74, "value": 2}, directions={"value": "min", "accuracy": "max"}),
     forged(metrics={"value": 1}, extra={"directions": {"value": "sideways", "other": "min"}}),

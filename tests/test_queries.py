@@ -15,6 +15,7 @@ import pytest
 from exptrack import (
     ArtifactIntegrityError,
     CorruptStoreError,
+    DuplicateRunError,
     ExperimentTracker,
     ExptrackError,
     FilterSyntaxError,
@@ -292,6 +293,7 @@ ERRORS: list[tuple[ExptrackError, tuple[type[BaseException], ...]]] = [
     (ExptrackError("base"), (Exception,)),
     (InvalidRecordError("params.model: cannot store", "params.model"), (ValueError,)),
     (MissingMetricError(["accuracy", "f1"]), (InvalidRecordError, ValueError)),
+    (DuplicateRunError(["r1", "r2"]), (InvalidRecordError, ValueError)),
     (QueryError("mode?"), (ValueError,)),
     (FilterSyntaxError("unexpected token", "a >", 2), (QueryError, ValueError)),
     (CorruptStoreError("line 3: invalid JSON"), (ValueError,)),

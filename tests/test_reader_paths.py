@@ -228,8 +228,8 @@ def test_crlf_line_ends_are_accepted(tracker: ExperimentTracker) -> None:
 # -- bit flips and the checksum member --------------------------------------------------------------
 
 
-def test_every_single_bit_flip_of_a_200_byte_record_is_detected(tracker: ExperimentTracker) -> None:
-    record = record_of_size(200)
+def test_every_single_bit_flip_of_a_256_byte_record_is_detected(tracker: ExperimentTracker) -> None:
+    record = record_of_size(256)
     undetected = []
     for at in range(len(record)):
         for bit in range(8):
@@ -245,7 +245,7 @@ def test_every_single_bit_flip_of_a_200_byte_record_is_detected(tracker: Experim
 
 
 def test_any_byte_value_in_the_checksum_member_is_detected() -> None:
-    record = record_of_size(200)
+    record = record_of_size(256)
     member = len(record) - len(b',"crc":"01234567"}\n')
     undetected = []
     for at in range(member, len(record) - 1):

@@ -149,7 +149,8 @@ def test_block_that_ends_normally_is_recorded_finished(tracker: ExperimentTracke
     assert stored.status == "finished"
     assert stored.params == {"lr": 0.1, "epochs": 3}
     assert stored.metrics == {"accuracy": 0.75}
-    assert set(stored.tags) == {"baseline", "name=first"}
+    assert set(stored.tags) == {"baseline"}
+    assert stored.name == "first"
     assert "error" not in stored.extra
     assert stored.extra["duration_s"] >= 0
     assert not list((tracker.store / "active").glob("*"))  # the marker is gone
@@ -385,7 +386,8 @@ def test_capture_is_saved_once_beside_the_marker_not_in_it(tracker: ExperimentTr
         run.log_artifact_bytes(b"w", "model.bin")
         active = tracker.store / "active"
         marker = json.loads((active / f"{run.run_id}.json").read_bytes())
-        assert set(marker) == {"run_id", "timestamp", "pid", "process", "host", "params", "tags", "artifacts"}
+        assert set(marker) == {"run_id", "timestamp", "pid", "process", "host", "params", "tags", "artifacts", "name",
+                               "experiment"}
         assert marker["params"] == {"lr": 0.1, "epochs": 2}
         saved = json.loads((active / f"{run.run_id}.capture").read_bytes())
         assert len(saved["data"]["paths"]["data/"]["entries"]) == 50

@@ -122,7 +122,7 @@ def test_summary_matches_the_tracker(tracker: ExperimentTracker, client: TestCli
 def test_columns_list_every_param_and_metric(tracker: ExperimentTracker, client: TestClient) -> None:
     make_store(tracker)
     body = client.get("/api/columns").json()
-    assert body["columns"][:4] == ["run_id", "timestamp", "status", "tags"]
+    assert body["columns"][:6] == ["run_id", "experiment", "name", "timestamp", "status", "tags"]
     assert {"metrics.accuracy", "metrics.val_loss", "params.model", "params.lr", "params.depth"} <= set(body["columns"])
 
 

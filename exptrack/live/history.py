@@ -68,3 +68,82 @@ def read_history(path: Path) -> Iterator[dict[str, Any]]:
             yield point
 
 
+
+
+Point = tuple[int, float, float | None]
+"""One given point: ``(step, value, time in seconds since the epoch or None)``."""
+
+
+def normalize_history(history: object) -> dict[str, list[Point]]:
+    """Given history (``log_run(history=...)``) as validated points per metric, in step order.
+
+    Two forms are accepted: what :meth:`ExperimentTracker.history` returns (an iterable of
+    ``{"name", "step", "value", "time"}`` mappings, ``time`` optional), so a history can be copied
+    from one store to another; or a mapping ``metric -> points``, each point a number (its position
+    is its step), a ``(step, value)`` or a ``(step, value, time)``.
+    """
+    from collections.abc import Mapping, Sequence
+
+    from exptrack.errors import InvalidRecordError
+    from exptrack.store.record import normalize_metrics
+
+    out: dict[str, list[Point]] = {}
+
+    def add(name: object, step: object, value: object, moment: object, where: str) -> None:
+        if type(name) is not str or not name:
+            raise InvalidRecordError(f"{where}: metric name {name!r} must be a non-empty string", where)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise InvalidRecordError(f"{where}: step must be a non-negative int, not {step!r}", where)
+        number = normalize_metrics({name: value})[name]
+        if moment is not None and (isinstance(moment, bool) or not isinstance(moment, (int, float))
+                                   or not math.isfinite(moment)):
+            raise InvalidRecordError(f"{where}: time must be seconds since the epoch or None, not {moment!r}", where)
+        out.setdefault(name, []).append((int(step), number, None if moment is None else float(moment)))
+
+    if isinstance(history, Mapping):
+        for name, points in history.items():
+            if isinstance(points, (str, bytes)) or not isinstance(points, Sequence):
+                raise InvalidRecordError(f"history.{name}: expected a list of points", f"history.{name}")
+            for i, point in enumerate(points):
+                where = f"history.{name}[{i}]"
+                if isinstance(point, (list, tuple)):
+                    if len(point) not in (2, 3):
+                        raise InvalidRecordError(f"{where}: a point is (step, value) or (step, value, time)", where)
+                    add(name, point[0], point[1], point[2] if len(point) == 3 else None, where)
+                else:
+                    add(name, i, point, None, where)
+    elif isinstance(history, (str, bytes)) or not hasattr(history, "__iter__"):
+        raise InvalidRecordError("history must be a mapping of metric to points or a list of points", "history")
+    else:
+        for i, point in enumerate(history):
+            where = f"history[{i}]"
+            if not isinstance(point, Mapping) or "name" not in point or "step" not in point or "value" not in point:
+                raise InvalidRecordError(f"{where}: a point is a mapping with name, step and value", where)
+            add(point["name"], point["step"], point["value"], point.get("time"), where)
+    for points in out.values():
+        points.sort(key=lambda p: p[0])  # stable: points of one step keep their given order
+    return out
+
+
+def history_summary(points: dict[str, list[Point]]) -> tuple[dict[str, object], dict[str, float]]:
+    """The ``history`` section a run line keeps, and each metric's last value (for ``metrics``)."""
+    summary: dict[str, object] = {}
+    last: dict[str, float] = {}
+    for name, series in points.items():
+        folded = MetricHistory()
+        for step, value, _ in series:
+            folded.add(value, step)
+        summary[name] = folded.to_dict()
+        if series:
+            last[name] = series[-1][1]
+    return summary, last
+
+
+def history_bytes(points: dict[str, list[Point]]) -> bytes:
+    """The history file for ``points``: one line per point, as a live run writes them."""
+    lines = [
+        codec.dumps({"name": name, "step": step, "value": value, "time": moment})
+        for name, series in points.items()
+        for step, value, moment in series
+    ]
+    return b"\n".join(lines) + b"\n" if lines else b""

@@ -69,6 +69,7 @@ def recover_runs(store: Path, logged_ids: Callable[[], set[str]], append: Callab
             recovered.append(append(
                 run_id=run_id, timestamp=str(info.get("timestamp") or ""), params=info.get("params") or {},
                 metrics=metrics, tags=info.get("tags") or [], status="killed", extra=extra,
+                **{key: info[key] for key in ("name", "experiment") if type(info.get(key)) is str},
             ))
         except BaseException:
             os.replace(claimed, marker)  # not logged: leave it for the next recover()

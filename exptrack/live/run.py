@@ -34,6 +34,7 @@ from exptrack.live.history import MetricHistory
 from exptrack.live.markers import capture_file, process_token, without_store, write_whole
 from exptrack.store import codec
 from exptrack.store.fsio import FILE_MODE, fs, make_dirs
+from exptrack.store.names import DEFAULT_EXPERIMENT, check_name, generated_name
 from exptrack.store.record import (
     Run,
     new_run_id,
@@ -98,8 +99,8 @@ class ActiveRun:
         self.timestamp = utc_timestamp()
         self.params: dict[str, Any] = normalize_value(dict(params or {}), "params")
         self.tags: list[str] = list(normalize_tags(tags))
-        if name:
-            self.tags.append(f"name={name}")
+        self.name = check_name(name) if name is not None else generated_name(self.run_id)
+        self.experiment: str = getattr(tracker, "experiment", None) or DEFAULT_EXPERIMENT
         self.metrics: dict[str, float] = {}
         self.history: dict[str, MetricHistory] = {}
         self.artifacts: dict[str, dict[str, object]] = {}
@@ -200,6 +201,7 @@ class ActiveRun:
             record = self.tracker._append_run(
                 run_id=self.run_id, timestamp=self.timestamp, params=self.params, metrics=self.metrics,
                 tags=self.tags, status=status, extra=extra, required_metrics=required,
+                name=self.name, experiment=self.experiment,
             )
         except InvalidRecordError:
             self._drop_marker()  # refused on purpose: not a run for recover() to resurrect
@@ -352,6 +354,7 @@ class ActiveRun:
         marker: dict[str, object] = {
             "run_id": self.run_id, "timestamp": self.timestamp, "pid": self._pid, "process": self._process,
             "host": socket.gethostname(), "params": self.params, "tags": self.tags,
+            "name": self.name, "experiment": self.experiment,
         }
         if self.artifacts:
             marker["artifacts"] = self.artifacts

@@ -79,7 +79,7 @@ def run_columns(runs: Sequence[Mapping[str, Any]], *, metrics_first: Sequence[st
     total = len(runs)
     varying.update(name for name, count in counts.items() if count != total)
     params = [name for name in first if name in varying] + [name for name in first if name not in varying]
-    fixed = ["run_id", "timestamp", "status", *(["tags"] if tags and any(run["tags"] for run in runs) else [])]
+    fixed = ["run_id", "name", "timestamp", "status", *(["tags"] if tags and any(run["tags"] for run in runs) else [])]
     return fixed + [column_name("metrics", m) for m in metric_names] + params
 
 

@@ -9,7 +9,8 @@ never accepted and silently matching nothing.
 
 from __future__ import annotations
 
-TOP_LEVEL = ("run_id", "timestamp", "status", "tags", "run_name", "start_time", "end_time", "name", "experiment")
+TOP_LEVEL = ("run_id", "timestamp", "status", "tags", "run_name", "start_time", "end_time", "name", "experiment",
+             "note")
 """Fields a filter may name without a section (``run_name``, ``start_time`` and ``end_time`` are
 computed: see ``evaluate.virtual_getter``)."""
 

@@ -33,6 +33,7 @@ from exptrack.store import RUNS_FILE
 from exptrack.store.index.groups import GroupKey, GroupSet
 from exptrack.store.index.identity import IndexStats, StaleIndexError
 from exptrack.store.index.reducers import Mode
+from exptrack.store.names import check_name
 from exptrack.store.record import CorruptLine, Run
 from exptrack.store.segment import TOP_K
 
@@ -110,11 +111,13 @@ class StoreReader:
     the disposable index under ``.index/`` and the store's ``log.txt``.  ``ExperimentTracker`` adds the
     write side (appends, live runs, artifacts) on top."""
 
-    def __init__(self, path: str | os.PathLike[str] = "experiments", *, strict: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str] = "experiments", *, strict: bool = False,
+                 experiment: str | None = None) -> None:
         # Absolute now: a program that changes directory later (Hydra does) keeps its store.
         self.store = Path(os.path.abspath(path))
         self.runs_path = self.store / RUNS_FILE
         self.strict = strict
+        self.experiment = check_name(experiment, "experiment") if experiment is not None else None
         self._log_extra = {"store": os.path.abspath(self.store)}
         self._reported: set[int] = set()
         self.last_corrupt: list[CorruptLine] = []
@@ -267,6 +270,23 @@ class StoreReader:
             if run.run_id.startswith(run_id):
                 matches.append(run)
         return _only_match(run_id, matches)
+
+    def _known_ids(self, run_ids: Sequence[str]) -> set[str]:
+        """Which of ``run_ids`` are in the log (as a run record, deleted or not)."""
+        wanted = set(run_ids)
+        index = self._indexed()
+        if index is not None:
+            try:
+                index.verify("hash", "off")  # an absence is only as good as the column
+                found = set()
+                for offset in index.suspect_offsets(list(wanted)):
+                    run = _read_run_at(str(self.runs_path), offset)
+                    if run.run_id in wanted:
+                        found.add(run.run_id)
+                return found
+            except StaleIndexError as exc:
+                self._index_failed(exc)
+        return {item.run_id for item in self.scan() if type(item) is Run and item.run_id in wanted}
 
     def best_run(self, metric: str, mode: str | None = None, *, where: Where = None,
                  status: StatusScope = "finished") -> Run:

@@ -25,12 +25,15 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from exptrack.errors import InvalidRecordError
+from exptrack.store.names import DEFAULT_EXPERIMENT, check_name, generated_name
 from exptrack.store.record import (
+    CANONICAL_TIME,
     SCHEMA_VERSION,
     STATUSES,
     Run,
@@ -107,7 +110,8 @@ def encode(run: Run) -> bytes:
 # record then takes the Python walk of ``record.normalize_value``, which owns every such rule.
 _FAST_OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _RESERVED = frozenset(
-    ("schema", "run_id", "timestamp", "status", "params", "metrics", "tags", "crc", "directions", NONFINITE_KEY)
+    ("schema", "run_id", "timestamp", "status", "params", "metrics", "tags", "crc", "directions", NONFINITE_KEY,
+     "kind", "resumed")
 )
 
 
@@ -128,8 +132,10 @@ def build_line(
     extra: Mapping[str, object] | None = None,
     required_metrics: Sequence[str] = (),
     run_id: str | None = None,
-    timestamp: str | None = None,
+    timestamp: str | datetime | None = None,
     directions: Mapping[str, object] | None = None,
+    name: str | None = None,
+    experiment: str | None = None,
 ) -> tuple[Run, bytes]:
     """Validate, normalise and encode a new run: ``build_run`` + ``encode`` with the same result.
 
@@ -146,13 +152,14 @@ def build_line(
         InvalidRecordError, MissingMetricError: as ``record.build_run``.
     """
     # Declared directions are validated by the record's rules: that rarer record takes the reference path.
-    fast = None if directions else _fast_line(params, metrics, tags, status, extra, required_metrics, run_id, timestamp)
+    fast = None if directions else _fast_line(params, metrics, tags, status, extra, required_metrics, run_id, timestamp,
+                                              name, experiment)
     if fast is not None:
         return fast
     run = build_run(
         params=params, metrics=metrics, tags=tags,  # type: ignore[arg-type]  # build_run checks it
         status=status, extra=extra, required_metrics=required_metrics, run_id=run_id, timestamp=timestamp,
-        directions=directions,
+        directions=directions, name=name, experiment=experiment,
     )
     return run, encode(run)
 
@@ -166,26 +173,30 @@ def _fast_line(
     required: Sequence[str],
     run_id: object,
     timestamp: object,
+    name: str | None = None,
+    experiment: str | None = None,
 ) -> tuple[Run, bytes] | None:
     """The run and its line when every value is plain, else ``None`` (the reference path decides)."""
     if run_id is not None:
         return None  # a given id (imports, resume) follows record's rules for ids; rare, so not here
     run_id = new_run_id()
     timestamp = timestamp or utc_timestamp()
-    if type(timestamp) is not str:
-        return None
+    if type(timestamp) is not str or not CANONICAL_TIME.fullmatch(timestamp):
+        return None  # a given time is normalised to UTC by the reference path
+    run_name = generated_name(run_id) if name is None else check_name(name)
+    run_experiment = DEFAULT_EXPERIMENT if experiment is None else check_name(experiment, "experiment")
     if params is None:
         params = {}
     if metrics is None:
         metrics = {}
     if type(params) is not dict or type(metrics) is not dict or status not in STATUSES:
         return None
-    for name, value in metrics.items():
+    for metric, value in metrics.items():
         kind = type(value)  # bool is an int subclass, and not a metric: exact types only
-        if (kind is not float and kind is not int) or type(name) is not str or not name:
+        if (kind is not float and kind is not int) or type(metric) is not str or not metric:
             return None
-    for name in required:
-        if name not in metrics:
+    for needed in required:
+        if needed not in metrics:
             return None
     if tags is None:
         tag_list: list[str] = []
@@ -208,9 +219,10 @@ def _fast_line(
         "tags": tag_list,
     }
     if extra:
-        if type(extra) is not dict or not _RESERVED.isdisjoint(extra):
+        if type(extra) is not dict or not _RESERVED.isdisjoint(extra) or "name" in extra or "experiment" in extra:
             return None
         body.update(extra)
+    body["name"], body["experiment"] = run_name, run_experiment
     try:
         payload = orjson.dumps(body, default=_refuse, option=_FAST_OPTIONS)
     except (TypeError, orjson.JSONEncodeError):

@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from exptrack.errors import LockTimeoutError, StorageError
 from exptrack.store.fsio import FILE_MODE, fs
@@ -221,8 +221,11 @@ class Journal:
 
     # -- append --------------------------------------------------------------------------------
 
-    def append(self, lines: Sequence[bytes]) -> int:
+    def append(self, lines: Sequence[bytes], *, check: Callable[[], None] | None = None) -> int:
         """Append complete, newline-terminated lines; return the offset where the first starts.
+
+        ``check`` runs under the lock before anything is written (e.g. "none of these run ids is
+        in the log yet"): an exception from it releases the lock and writes nothing.
 
         Raises:
             LockTimeoutError: the lock stayed busy for ``lock_timeout`` seconds.
@@ -237,6 +240,8 @@ class Journal:
             self._ensure_open()
             self._acquire(self.lock_timeout - (time.monotonic() - started))
             try:
+                if check is not None:
+                    check()
                 start = self._append_locked(data)
             finally:
                 self._release()

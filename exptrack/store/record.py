@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from exptrack.errors import InvalidRecordError, MissingMetricError
+from exptrack.store.names import DEFAULT_EXPERIMENT, check_name, generated_name
 
 SCHEMA_VERSION = 2
 """Version of the line format; a reader skips (and reports) lines from a newer version.
@@ -49,6 +50,7 @@ run is information, not a failure, and is not ranked by default (ranking takes f
 
 JSONValue = Any  # a JSON tree; precise recursive aliases cost more in mypy than they catch
 
+CANONICAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 _CORE_KEYS = ("schema", "run_id", "timestamp", "status", "params", "metrics", "tags")
@@ -92,6 +94,18 @@ class Run(Mapping[str, Any]):
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain dict (non-finite metrics stay floats)."""
         return {key: self[key] for key in self}
+
+    @property
+    def name(self) -> str:
+        """The run's readable name (the one generated from its id when none was stored)."""
+        name = self.extra.get("name")
+        return name if type(name) is str and name else generated_name(self.run_id)
+
+    @property
+    def experiment(self) -> str:
+        """The experiment the run belongs to (``"default"`` when none was stored)."""
+        experiment = self.extra.get("experiment")
+        return experiment if type(experiment) is str and experiment else DEFAULT_EXPERIMENT
 
 
 RUN_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
@@ -144,6 +158,36 @@ MAX_DEPTH = 253
 
 orjson writes at most 254 nested containers and the record is one of them: the limit is the
 same whichever encoder a run takes (``codec.build_line`` tries orjson first)."""
+
+
+def normalize_timestamp(value: object) -> str:
+    """A given timestamp as exptrack writes them (ISO 8601 UTC, microseconds, ``Z``).
+
+    Accepts an aware ``datetime`` or an ISO 8601 string with a zone (``Z`` or ``+hh:mm``); a naive
+    one is refused, since the zone it meant cannot be known.
+    """
+    if isinstance(value, str):
+        try:
+            moment = _dt.datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+        except ValueError:
+            raise InvalidRecordError(f"timestamp {value!r} is not an ISO 8601 date and time", "timestamp") from None
+    elif isinstance(value, _dt.datetime):
+        moment = value
+    else:
+        raise InvalidRecordError(f"timestamp must be an ISO 8601 string or a datetime, not {value!r}", "timestamp")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidRecordError(f"timestamp {value!r} has no time zone; give one (e.g. a trailing Z for UTC)",
+                                 "timestamp")
+    moment = moment.astimezone(_dt.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}Z"
+
+
+def _timestamp(value: object) -> str:
+    if not value:
+        return utc_timestamp()
+    if type(value) is str and CANONICAL_TIME.fullmatch(value):
+        return value  # already in the written form (a live run's own): no parse
+    return normalize_timestamp(value)
 
 
 def normalize_value(value: object, path: str, *, allow_nonfinite: bool = False, depth: int = 0) -> JSONValue:
@@ -350,13 +394,17 @@ def build_run(
     extra: Mapping[str, object] | None = None,
     required_metrics: Sequence[str] = (),
     run_id: str | None = None,
-    timestamp: str | None = None,
+    timestamp: str | _dt.datetime | None = None,
     directions: Mapping[str, object] | None = None,
+    name: str | None = None,
+    experiment: str | None = None,
 ) -> Run:
     """Validate and normalise one run; raises ``InvalidRecordError`` before anything is written.
 
     ``directions`` (metric name → ``"max"``/``"min"``) is stored as the record's ``directions``
-    section (also accepted inside ``extra``)."""
+    section (also accepted inside ``extra``).
+
+    """
     if params is None:
         params = {}
     elif type(params) is not dict and not isinstance(params, Mapping):
@@ -371,7 +419,7 @@ def build_run(
     clean_extra: dict[str, Any] = {}
     if extra:
         for key, value in extra.items():
-            if key in _CORE_KEYS or key in _RESERVED:
+            if key in _CORE_KEYS or key in _RESERVED or key == "kind":
                 raise InvalidRecordError(f"{short_repr(key)} is a reserved record field", key)
             clean_extra[key] = normalize_value(value, key, allow_nonfinite=False)
     if directions is not None or "directions" in clean_extra:
@@ -385,9 +433,14 @@ def build_run(
         raise InvalidRecordError(
             f"run_id must be 1-128 letters, digits, '.', '_' or '-' starting with a letter or digit, "
             f"not {short_repr(run_id)}", "run_id")
+    run_id = run_id or new_run_id()
+    clean_extra["name"] = check_name(name) if name is not None else (
+        check_name(clean_extra["name"]) if "name" in clean_extra else generated_name(run_id))
+    clean_extra["experiment"] = check_name(experiment, "experiment") if experiment is not None else (
+        check_name(clean_extra["experiment"], "experiment") if "experiment" in clean_extra else DEFAULT_EXPERIMENT)
     return Run(
-        run_id=run_id or new_run_id(),
-        timestamp=timestamp or utc_timestamp(),
+        run_id=run_id,
+        timestamp=_timestamp(timestamp),
         params=clean_params,
         metrics=clean_metrics,
         tags=normalize_tags(tags),

@@ -383,6 +383,18 @@ class IdColumns:
             if offset != first
         }
 
+    def suspect_offsets(self, run_ids: list[str]) -> list[int]:
+        """Offsets of the runs whose id hash equals one of ``run_ids``' (one C pass over the
+        hash column; the caller reads the lines and compares ids)."""
+        if not self.count or not run_ids:
+            return []
+        wanted = {id_hash(id_key(run_id)) for run_id in run_ids}
+        hashes = self._words("hash")
+        if not wanted.intersection(hashes):
+            return []
+        offsets = self._words("off")
+        return [offsets[i] for i in compress(range(self.count), map(wanted.__contains__, hashes))]
+
     def offsets_of(self, run_id: str) -> Iterator[int]:
         """Offsets of the runs whose id hashes like ``run_id`` (the caller compares ids)."""
         needle = id_hash(id_key(run_id)).to_bytes(8, sys.byteorder)

@@ -403,7 +403,6 @@ def build_run(
 
     ``directions`` (metric name → ``"max"``/``"min"``) is stored as the record's ``directions``
     section (also accepted inside ``extra``).
-
     """
     if params is None:
         params = {}

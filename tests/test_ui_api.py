@@ -298,3 +298,14 @@ def test_best_so_far_ranks_finished_runs_unless_asked(tracker: ExperimentTracker
     assert client.get("/api/points", params={"status": "nope"}).status_code == 400
     assert client.get("/api/summary", params={"status": "any"}).json()["metrics"]["accuracy"]["count"] == 3
     assert client.get("/api/summary", params={"status": "bogus"}).status_code == 400
+
+
+def test_partial_answers_are_not_tagged(tracker: ExperimentTracker, client: TestClient) -> None:
+    make_store(tracker, 3)
+    partial = client.get("/api/columns")
+    assert partial.json()["partial"]
+    assert "etag" not in partial.headers  # the page cannot keep it: it asks again
+    client.get("/api/points")
+    full = client.get("/api/columns")
+    assert "partial" not in full.json()
+    assert full.headers["etag"]

@@ -95,3 +95,20 @@ def test_runs_appended_while_a_selection_is_built_are_not_counted_twice(tracker:
     view._stats = real  # type: ignore[method-assign]
     tracker.log_runs(batch(15, 1))
     assert view.runs_page(None, None, 50, 0)[1] == StoreView(ExperimentTracker(store)).runs_page(None, None, 50, 0)[1]
+
+
+def test_a_cold_first_page_reads_only_the_newest_runs(tracker: ExperimentTracker, store: Path) -> None:
+    runs = tracker.log_runs(batch(0, 30))
+    view = StoreView(tracker)
+    page = view.runs_page(None, None, 10, 5)[1]
+    assert [r["run_id"] for r in page["runs"]] == [r.run_id for r in runs[::-1][5:15]]
+    assert page["total"] == 30
+    filtered = view.runs_page("params.model = 'rf'", None, 4, 0)[1]
+    assert [r["run_id"] for r in filtered["runs"]] == [r.run_id for r in runs if r.params["model"] == "rf"][::-1][:4]
+    assert filtered["total"] == 15  # the whole filter was read for its total
+    assert list(view._selections) == [("params.model = 'rf'", 2000, frozenset({"finished"}))]
+    columns = view.columns(None)[1]
+    assert columns["partial"]  # from the newest runs, until the selection exists
+    assert "metrics.accuracy" in columns["columns"]
+    view.points(None, 2000)
+    assert "partial" not in view.columns(None)[1]

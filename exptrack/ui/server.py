@@ -123,7 +123,8 @@ class _Renderer:
         self.rendered: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
         self.lock = threading.Lock()
 
-    def render(self, answer: Callable[[Request], tuple[str, Any]], request: Request) -> tuple[str, bytes | None]:
+    def render(self, answer: Callable[[Request], tuple[str, Any]],
+               request: Request) -> tuple[str | None, bytes | None]:
         key = (request.url.path, str(request.query_params))
         version = self.view.version()
         if _not_modified(request, version):
@@ -134,6 +135,8 @@ class _Renderer:
             return version, hit
         version, body = answer(request)
         data = codec.dumps(body)
+        if isinstance(body, dict) and body.get("partial"):
+            return None, data  # a stand-in until the full answer exists: neither cached nor tagged
         with self.lock:
             self.rendered[(key[0], key[1], version)] = data
             for stale in [k for k in self.rendered if k[2] != version]:
@@ -158,7 +161,7 @@ class _Renderer:
                 return _error(exc, 500)
             if data is None:
                 return Response(status_code=304, headers={"ETag": f'"{version}"', **_SECURITY_HEADERS})
-            return _bytes(data, version=version)
+            return _bytes(data, version=version)  # version None: no ETag
 
         return handle
 

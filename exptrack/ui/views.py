@@ -26,7 +26,7 @@ from exptrack.query.sort import parse_sort, sort_records
 from exptrack.store.index.identity import IndexStats
 from exptrack.store.record import Run
 from exptrack.tracker import ExperimentTracker
-from exptrack.ui.selection import Selection, columns_payload, points_payload
+from exptrack.ui.selection import NEWEST, Selection, columns_payload, points_payload, select
 
 MAX_PAGE = 1000
 """Largest ``limit`` of one page of runs: the table pages on the server, it never loads a store."""
@@ -100,7 +100,10 @@ class StoreView:
 
     def __init__(self, tracker: ExperimentTracker) -> None:
         self.tracker = tracker
-        self._lock = threading.RLock()  # the tracker and its index are not shared between threads
+        self._lock = threading.Lock()  # the answer cache; the tracker serializes its own reads
+        # Selections are built or extended one at a time (a build may take a whole pass over a
+        # million runs): answers that do not need one never wait behind it.
+        self._select_lock = threading.RLock()
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._selections: OrderedDict[tuple[str | None, int, frozenset[str] | None], Selection] = OrderedDict()
 
@@ -114,24 +117,24 @@ class StoreView:
 
     def version(self, stats: IndexStats | None = None) -> str:
         """A tag that changes whenever a record is appended (the ETag of every answer)."""
-        with self._lock:
-            stats = stats or self._stats()
-            if stats is None:  # the log file's identity and size still tell
-                try:
-                    info = os.stat(self.tracker.runs_path)
-                except FileNotFoundError:
-                    return "empty"
-                return f"s{info.st_ino:x}-{info.st_size:x}-{info.st_mtime_ns:x}"
-            return f"{stats.generation or 'g'}-{stats.watermark:x}-{stats.lines:x}"
+        stats = stats or self._stats()
+        if stats is None:  # the log file's identity and size still tell
+            try:
+                info = os.stat(self.tracker.runs_path)
+            except FileNotFoundError:
+                return "empty"
+            return f"s{info.st_ino:x}-{info.st_size:x}-{info.st_mtime_ns:x}"
+        return f"{stats.generation or 'g'}-{stats.watermark:x}-{stats.lines:x}"
 
     def _cached(self, key: tuple[Any, ...], compute: Callable[[], T]) -> tuple[str, T]:
+        version = self.version()
+        full = (version, *key)
         with self._lock:
-            version = self.version()
-            full = (version, *key)
             if full in self._cache:
                 self._cache.move_to_end(full)
                 return version, self._cache[full]
-            value = compute()
+        value = compute()  # outside the lock: two threads may compute it once each, never wrongly
+        with self._lock:
             self._cache[full] = value
             for stale in [k for k in self._cache if k[0] != version]:
                 del self._cache[stale]
@@ -141,13 +144,13 @@ class StoreView:
 
     def selection(self, where: str | None, max_points: int = DEFAULT_POINTS,
                   status: StatusScope = "finished") -> tuple[str, Selection]:
-        """``status`` is the scope of the selection's ``best`` traces (``best_any`` ranks all)."""
         """The runs matching ``where`` now: the last selection extended by the runs appended since
         (when the index only grew and only runs were appended), else one read through the tracker.
+        ``status`` is the scope of the selection's ``best`` traces (``best_any`` ranks all).
 
-        Call it, and read what it returns, under ``self._lock``: an extension changes it in place.
+        Call it, and read what it returns, under ``self._select_lock``: an extension changes it in place.
         """
-        with self._lock:
+        with self._select_lock:
             stats = self._stats()
             version = self.version(stats)
             ranked = status_scope(status) or frozenset({"finished"})  # "any": best_any of the default
@@ -187,6 +190,14 @@ class StoreView:
         sel.watermark = watermark
         return True
 
+    def _fresh(self, where: str | None) -> bool:
+        """Whether the default selection for ``where`` covers the store as it is now."""
+        sel = self._selections.get((where, DEFAULT_POINTS, frozenset({"finished"})))
+        if sel is None:
+            return False
+        stats = self._stats()
+        return stats is not None and sel.generation == stats.generation and sel.watermark == stats.watermark
+
     def warm(self) -> None:
         """Answer the first page's questions ahead of time (errors are left for the requests)."""
         try:
@@ -221,20 +232,36 @@ class StoreView:
             page = ids[offset:offset + limit]
             total = len(ids)
             known: dict[str, dict[str, Any]] = {}
+        elif offset + limit <= NEWEST and not self._fresh(where):
+            # No selection of this version yet (the server just started, or runs were appended):
+            # the newest runs are read backwards from the end of the log, whatever its size.
+            version = self.version()
+            recent = self.tracker.recent_runs(offset + limit, where=where)[::-1]
+            total = self.tracker.count_runs() if where is None else len(recent)
+            if where is not None and len(recent) == offset + limit:
+                version, sel = self.selection(where)  # a filtered total needs the whole pass
+                total = len(sel.ids)
+            runs = [run.to_dict() for run in recent[offset:offset + limit]]
+            return version, {"runs": runs, "total": total, "limit": limit, "offset": offset}
         else:
-            with self._lock:
+            with self._select_lock:
                 version, sel = self.selection(where)
                 total = len(sel.ids)
                 stop = max(0, total - offset)
                 page = sel.ids[max(0, stop - limit):stop][::-1]  # newest first
                 known = sel.newest
-        with self._lock:
-            runs = [known.get(run_id) or self.tracker.get_run(run_id).to_dict() for run_id in page]
+        runs = [known.get(run_id) or self.tracker.get_run(run_id).to_dict() for run_id in page]
         return version, {"runs": runs, "total": total, "limit": limit, "offset": offset}
 
     def columns(self, where: str | None) -> tuple[str, dict[str, Any]]:
         """The table's columns for the runs matching ``where`` (params and metrics seen in any)."""
-        with self._lock:
+        if not self._fresh(where):
+            # Until the selection is read: the columns of the newest runs, marked partial (the
+            # page asks again; the server does not cache it).
+            payload = columns_payload(select(self.tracker.recent_runs(NEWEST, where=where), 1))
+            payload["partial"] = True
+            return self.version(), payload
+        with self._select_lock:
             version, sel = self.selection(where)
             return version, columns_payload(sel)
 
@@ -243,7 +270,7 @@ class StoreView:
         """Chart rows (a sample when there are more runs than ``max_points``) and best-so-far traces."""
         if not 1 <= max_points <= MAX_POINTS:
             raise QueryError(f"max_points must be between 1 and {MAX_POINTS}, not {max_points}")
-        with self._lock:
+        with self._select_lock:
             version, sel = self.selection(where, max_points, status)
             return version, points_payload(sel, any_status=status_scope(status) is None)
 
@@ -291,8 +318,7 @@ class StoreView:
 
     def artifact(self, run_id: str, name: str) -> bytes:
         """An artifact's bytes through the artifact store's verified lookup (sha256 checked)."""
-        with self._lock:
-            return self.tracker.load_artifact(run_id, name)
+        return self.tracker.load_artifact(run_id, name)
 
     def experiments(self) -> tuple[str, list[Any]] | None:
         """The store's experiments, or None while the tracker has no notion of them."""

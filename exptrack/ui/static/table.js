@@ -26,6 +26,10 @@ ET.table = {
     s.info = info;
     ET.table.render(page);
     ET.table.renderChooser(info);
+    if (info.partial) {  // the server is still reading the store: the columns of the newest runs so far
+      clearTimeout(ET.table.again);
+      ET.table.again = setTimeout(() => { if (ET.current === "runs") ET.table.load(); }, 2000);
+    }
     return page;
   },
 

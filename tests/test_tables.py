@@ -121,3 +121,10 @@ def test_the_installed_script_follows_the_columns_variable(store: Path, mixed: l
         assert max(map(len, done.stdout.splitlines())) <= width
         outs[width] = done.stdout
     assert outs[80] != outs[200]
+
+
+def test_top_takes_columns_too(store: Path, mixed: list[Run]) -> None:
+    out = table(store, ["top", "accuracy", "-c", "rank,run_id,params.max_depth"], 200).stdout
+    lines = out.splitlines()
+    assert lines[0].split() == ["rank", "run_id", "params.max_depth"]
+    assert lines[1].split() == ["1", mixed[2].run_id, "8"]

@@ -17,6 +17,7 @@ from exptrack.cli._app import (
     status_option,
     where_option,
 )
+from exptrack.cli.listing import choose_columns, columns_option
 
 
 def _parse_assignment(text: str, what: str) -> tuple[str, str]:
@@ -113,20 +114,19 @@ def best(ctx: click.Context, metric: str, mode: str | None, where: str | None, s
 @mode_option
 @where_option
 @status_option("finished")
+@columns_option
 @output_options
 @click.pass_context
 def top(ctx: click.Context, metric: str, k: int, mode: str | None, where: str | None, status: str | list[str] | None,
-        fmt: str) -> None:
+        columns: tuple[str, ...], fmt: str) -> None:
     """The K best finished runs by METRIC, best first (--status to rank others)."""
-    from exptrack.query.output import run_columns
-
     ranked = _open_for_query(ctx, fmt).top_runs(metric, k, mode=mode, where=where, status=status)
     if fmt == "json":
         _echo_json([run.to_dict() for run in ranked])
         return
     rows = [{"rank": i, **run.to_dict()} for i, run in enumerate(ranked, 1)]
-    columns = ["rank", *run_columns(ranked, metrics_first=[metric])]
-    click.echo(render_runs(rows, columns, fmt), nl=False)
+    chosen = choose_columns(ranked, columns, metrics_first=[metric], extra=["rank"])
+    click.echo(render_runs(rows, ["rank", *chosen] if not columns else chosen, fmt), nl=False)
 
 
 @cli.command()

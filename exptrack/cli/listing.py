@@ -28,7 +28,8 @@ def columns_option(func: click.decorators.FC) -> click.decorators.FC:
     )(func)
 
 
-def choose_columns(runs: Sequence[Run], wanted: Sequence[str], metrics_first: Sequence[str] = ()) -> list[str]:
+def choose_columns(runs: Sequence[Run], wanted: Sequence[str], metrics_first: Sequence[str] = (),
+                   extra: Sequence[str] = ()) -> list[str]:
     """The columns for ``runs``: all of them (params that differ first), or those ``wanted`` names.
 
     Raises:
@@ -40,7 +41,7 @@ def choose_columns(runs: Sequence[Run], wanted: Sequence[str], metrics_first: Se
     names = [name.strip() for item in wanted for name in item.split(",") if name.strip()]
     if not names:
         return available
-    known = dict.fromkeys([*available, "tags"])
+    known = dict.fromkeys([*extra, *available, "tags"])
     chosen: dict[str, None] = {}
     for name in names:
         if name in known:

@@ -215,9 +215,7 @@ class StoreReader:
                 skip = {c.offset for c in index.corrupt}
                 watermark = index.watermark
         if index is None:
-            import collections
-
-            return list(collections.deque(self.runs(where=where), maxlen=n))
+            return self._last_forward(n, where)
         from exptrack.store.scan import _parse
         from exptrack.store.tail import lines_before
 
@@ -229,9 +227,7 @@ class StoreReader:
             if type(item) is not tuple:
                 # the index took this line for a run: the log changed under it (rewritten)
                 self._index_failed(StaleIndexError(f"no valid run at byte {offset}"))
-                import collections
-
-                return list(collections.deque(self.runs(where=where), maxlen=n))
+                return self._last_forward(n, where)
             run = item[0]
             if predicate is None or predicate(run):
                 found.append(run)
@@ -239,6 +235,12 @@ class StoreReader:
                     break
         found.reverse()
         return found
+
+    def _last_forward(self, n: int, where: Where) -> list[Run]:
+        """The last ``n`` runs by a pass over the whole log (no usable index)."""
+        import collections
+
+        return list(collections.deque(self.runs(where=where), maxlen=n))
 
     def count_runs(self) -> int:
         """How many valid runs the store holds (from the index: no pass over the log when warm)."""

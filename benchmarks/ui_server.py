@@ -5,7 +5,8 @@ A baseline, not a gate.  For each history size the script generates a realistic 
 (``exptrack ui --port 0 --no-browser``: uvicorn in its own process) and times HTTP requests from
 this process:
 
-* first answer: ``/api/runs`` right after the server starts (it pays the one scan of the log);
+* first answers: ``/api/runs`` right after the server starts (the newest runs, read backwards from
+  the end of the log), then ``/api/points`` (it waits for the one full read of the store);
 * warm: each endpoint again (median of ``--reps``), and the same request revalidated with its
   ETag (``304``, what the polling page costs when nothing changed);
 * +1000: 1,000 runs appended (``log_runs``) before every rep, then the page's requests in the
@@ -70,8 +71,9 @@ def get(url: str, etag: str | None = None) -> tuple[int, dict[str, Any] | None, 
 
 
 @contextmanager
-def server(store: Path) -> Iterator[tuple[str, int, float]]:
-    """A live ``exptrack ui``; yields (base URL, pid, seconds from start to the first /api/runs answer)."""
+def server(store: Path) -> Iterator[tuple[str, int, float, float]]:
+    """A live ``exptrack ui``; yields (base URL, pid, seconds from its start to the first /api/runs
+    answer, and to the first /api/points answer, which needs the whole store read)."""
     start = time.perf_counter()
     with subprocess.Popen(
         [sys.executable, "-m", "exptrack", "--store", str(store), "ui", "--port", "0", "--no-browser"],
@@ -86,7 +88,9 @@ def server(store: Path) -> Iterator[tuple[str, int, float]]:
                 raise RuntimeError(f"exptrack ui did not start: {line}{process.stderr.read()}")
             url = match[1]
             get(url + "api/runs")
-            yield url, process.pid, time.perf_counter() - start
+            runs = time.perf_counter() - start
+            get(url + "api/points")
+            yield url, process.pid, runs, time.perf_counter() - start
         finally:
             process.terminate()
             process.wait(timeout=60)
@@ -214,8 +218,9 @@ def measure(store: Path, reps: int, use_browser: bool) -> tuple[dict[str, list[f
     results["query layer: tracker.runs() scan"] = scans
     history_run = tracker.best_run("accuracy", where="params.model = 'mlp'").run_id
     facts["runs"] = count
-    with server(store) as (base, pid, first):
-        results["first /api/runs after start (the scan)"] = [first]
+    with server(store) as (base, pid, first, charts):
+        results["first /api/runs after start"] = [first]
+        results["first /api/points after start (the scan)"] = [charts]
         check_answers(base, tracker)
         for label, url in endpoints(base, history_run).items():
             results[f"warm {label}"] = [get(url)[3] for _ in range(reps)]

@@ -22,7 +22,8 @@ def test_ui_benchmark_quick_mode_prints_its_table() -> None:
     output = result.stdout
     assert output.startswith("exptrack "), output  # the environment line first
     expected = ["2,000 runs", "raw limit: read the log's bytes", "query layer: tracker.runs() scan",
-                "first /api/runs after start", "warm /api/runs (newest 50)", "warm /api/runs sorted",
+                "first /api/runs after start",
+                "first /api/points after start", "warm /api/runs (newest 50)", "warm /api/runs sorted",
                 "warm /api/runs filtered", "warm /api/points", "warm /api/summary", "warm /api/runs/{run}/history",
                 "warm /api/runs revalidated (304)", "+1000 /api/runs (newest 50)", "server peak RSS",
                 "answers agree: yes"]

@@ -31,6 +31,13 @@ def run_quick(script: str) -> str:
             id="write_throughput",
         ),
         pytest.param(
+            "ranking_groups.py",
+            ["1 experiment, 3 groups", "50 experiments, 200 groups", "best status=finished", "top10 status=any",
+             "summary status=failed+killed", "read index.json (raw limit)",
+             "answers agree with an index-free scan: yes"],
+            id="ranking_groups",
+        ),
+        pytest.param(
             "query_history.py",
             ["best accuracy", "top-10 val_loss", "summary", "filtered top-10", "exptrack cold (no index)",
              "exptrack warm (index)", "exptrack after +1000 runs", "stdlib json loop",

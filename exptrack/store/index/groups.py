@@ -53,10 +53,41 @@ class Group:
     folds: dict[str, MetricFold] = field(default_factory=dict)
     tops: dict[str, tuple[TopK, TopK]] = field(default_factory=dict)
     directions: dict[str, Counter[str]] = field(default_factory=dict)
+    raw: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Saved states not built yet: a query builds only the metrics and parts it reads (a store
+    with many groups holds tens of thousands of heap entries; building them all would cost more
+    than answering)."""
+
+    def names(self) -> set[str]:
+        return set(self.folds) | set(self.raw)
+
+    def fold_of(self, name: str) -> MetricFold | None:
+        entry = self.raw.get(name)
+        if entry is not None and "fold" in entry:
+            self.folds[name] = MetricFold.from_state(entry.pop("fold"))
+            self._settle(name, entry)
+        return self.folds.get(name)
+
+    def tops_of(self, name: str) -> tuple[TopK, TopK] | None:
+        entry = self.raw.get(name)
+        if entry is not None and "max" in entry:
+            self.tops[name] = (TopK.from_state(self.top_k, "max", entry.pop("max")),
+                               TopK.from_state(self.top_k, "min", entry.pop("min")))
+            self._settle(name, entry)
+        return self.tops.get(name)
+
+    def _settle(self, name: str, entry: dict[str, Any]) -> None:
+        if not entry:
+            del self.raw[name]
+
+    def _built(self, name: str) -> None:
+        self.fold_of(name)
+        self.tops_of(name)
 
     def fold(self, name: str, blocks: Iterable[tuple[int, Any]], top_max: Sequence[tuple[float, int, str]],
              top_min: Sequence[tuple[float, int, str]]) -> None:
         """Feed one later segment's share of metric ``name`` (blocks in log order, heap entries)."""
+        self._built(name)
         fold = self.folds.get(name)
         if fold is None:
             fold = self.folds[name] = MetricFold()
@@ -69,6 +100,7 @@ class Group:
 
     def add(self, name: str, value: float, block: int, seq: int, run_id: str) -> None:
         """One run's value of metric ``name`` (a run at log position ``seq`` in ``block``)."""
+        self._built(name)
         fold = self.folds.get(name)
         if fold is None:
             fold = self.folds[name] = MetricFold()
@@ -83,8 +115,14 @@ class Group:
             self.directions.setdefault(name, Counter()).update(counts)
 
     def to_state(self, key: GroupKey) -> list[object]:
-        metrics = {name: {"fold": fold.to_state(), "max": self.tops[name][0].to_state(),
-                          "min": self.tops[name][1].to_state()} for name, fold in self.folds.items()}
+        metrics: dict[str, dict[str, Any]] = {}
+        for name in sorted(self.names()):
+            entry = dict(self.raw.get(name, {}))  # parts never built are written back as read
+            if name in self.folds:
+                entry["fold"] = self.folds[name].to_state()
+            if name in self.tops:
+                entry["max"], entry["min"] = self.tops[name][0].to_state(), self.tops[name][1].to_state()
+            metrics[name] = entry
         directions = {name: dict(counts) for name, counts in self.directions.items()}
         return [key[0], key[1], self.runs, metrics, directions]
 
@@ -93,9 +131,9 @@ class Group:
         experiment, status, runs, metrics, directions = state
         group = cls(top_k, int(runs))
         for name, entry in metrics.items():
-            group.folds[name] = MetricFold.from_state(entry["fold"])
-            group.tops[name] = (TopK.from_state(top_k, "max", entry["max"]),
-                                TopK.from_state(top_k, "min", entry["min"]))
+            if set(entry) != {"fold", "max", "min"}:
+                raise ValueError(f"index group entry for {name!r} is incomplete")
+            group.raw[str(name)] = dict(entry)
         group.directions = {str(name): Counter({str(m): int(n) for m, n in counts.items()})
                             for name, counts in directions.items()}
         return (str(experiment), str(status)), group
@@ -152,14 +190,17 @@ class GroupSet:
     def metric_names(self, keys: Iterable[GroupKey] | None = None) -> set[str]:
         names: set[str] = set()
         for group in self._scope(keys):
-            names.update(group.folds)
+            names.update(group.names())
         return names
 
     def stats(self, keys: Iterable[GroupKey] | None = None) -> dict[str, MetricStats]:
         """Per metric, the statistics of the groups in scope, merged in key order (exact)."""
         merged: dict[str, MetricStats] = {}
         for group in self._scope(keys):
-            for name, fold in group.folds.items():
+            for name in sorted(group.names()):
+                fold = group.fold_of(name)
+                if fold is None:
+                    continue
                 stats = fold.stats()
                 if name in merged:
                     merged[name].merge(stats)
@@ -175,7 +216,7 @@ class GroupSet:
         merged = TopK(k, mode)
         side = 0 if mode == "max" else 1
         for group in self._scope(keys):
-            tops = group.tops.get(metric)
+            tops = group.tops_of(metric)
             if tops is not None:
                 merged.merge(tops[side])
         return merged.ranked()

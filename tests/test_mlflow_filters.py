@@ -106,6 +106,7 @@ EXTENSIONS = {
     "`params`.model >= 'LR'": "strings are ordered (MLflow parses it, then refuses >= on params)",
     "attribute.status IS NULL": "IS NULL works on every field",
     "attributes.status IN ('FAILED', 'KILLED')": "IN works on every field (MLflow: run_id only)",
+    "attribute.name != 1": "exptrack runs have a name field (MLflow's run_name, which exptrack also takes)",
 }
 
 REFUSED = {  # MLflow accepts, exptrack refuses with a message naming the reason
@@ -142,7 +143,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentTracker,
     for name, (status, seconds, duration, metrics, params, tags) in RUNS.items():
         start = BASE + dt.timedelta(seconds=seconds)
         tracker._append_run(run_id=_id(name), timestamp=start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), params=params,
-                            metrics=metrics, tags=[*(f"{k}={v}" for k, v in tags.items()), f"name={name}"],
+                            metrics=metrics, tags=[f"{k}={v}" for k, v in tags.items()], name=name,
                             status=status, extra={"duration_s": duration})
         start_ms = int(start.timestamp() * 1000)
         info = entities.RunInfo(run_id=_id(name), experiment_id="0", user_id="user-id", status=status.upper(),
@@ -220,6 +221,9 @@ def test_a_field_no_run_has_names_the_closest(stores: tuple[ExperimentTracker, l
     assert exptrack_answer(tracker, "tags.nothing IS NULL") == set(RUNS)  # absence is the question
     assert "unknown attribute 'runname'" in str(exptrack_answer(tracker, "attributes.runname = 'x'"))
     assert "unknown status 'done'" in str(exptrack_answer(tracker, "status = 'done'"))
+    message = str(exptrack_answer(tracker, "metrix.acc > 0.5"))
+    assert "unknown prefix 'metrix' in metrix.acc; did you mean metrics?" in message
+    assert "duration_s" in message  # the sections these runs hold
 
 
 def compatibility_table(stores: tuple[ExperimentTracker, list[Any]]) -> list[tuple[str, str, str]]:

@@ -60,6 +60,13 @@ class KnownFields:
 
 def unknown_field_message(field: str, known: KnownFields) -> str:
     names = known.names()
+    section, dot, _ = field.partition(".")
+    if dot and section not in ("metrics", "params", "tags") and section not in known.sections:
+        sections = sorted(known.sections - {"metrics", "params", "tags", "schema", "crc"})
+        close = difflib.get_close_matches(section, ["metrics", "params", "tags", "attributes", *sections], n=2)
+        guess = f"; did you mean {' or '.join(close)}?" if close else ""
+        return (f"unknown prefix {section!r} in {field}{guess} (prefixes: metrics., params., tags., attributes., "
+                f"or a section the runs hold: {', '.join(sections) or 'none'})")
     close = difflib.get_close_matches(field, names, n=3, cutoff=0.6)
     if not close:  # compare the name alone: metrics.acuracy vs params.accuracy
         tail = field.rsplit(".", 1)[-1]

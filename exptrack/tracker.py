@@ -25,12 +25,14 @@ from exptrack.live.history import history_bytes, history_summary, normalize_hist
 from exptrack.live.markers import write_whole
 from exptrack.live.recover import recover_runs
 from exptrack.live.run import ActiveRun
-from exptrack.query.reader import StoreReader
+from exptrack.query.reader import StoreReader, Where
 from exptrack.store import codec
+from exptrack.store.edits import MAX_RUNS_PER_EDIT, Edit
 from exptrack.store.fsio import make_dirs
 from exptrack.store.journal import AppendError, Journal
 from exptrack.store.logs import attach_store_log
-from exptrack.store.record import Run, build_run, short_repr
+from exptrack.store.names import check_name
+from exptrack.store.record import Run, build_run, normalize_tags, normalize_value, short_repr, utc_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +266,74 @@ class ExperimentTracker(StoreReader):
         if known:
             raise DuplicateRunError(sorted(known))
 
+    # -- edits after the fact (append-only: see store.edits) ------------------------------------
+
+    def set_tags(self, run: str, add: Sequence[str] = (), remove: Sequence[str] = ()) -> Run:
+        """Add and remove tags of a logged run (an id, unique id prefix or name); returns it merged."""
+        target = self.get_run(run)
+        edit = Edit("tags", (target.run_id,), utc_timestamp(), normalize_tags(add), normalize_tags(remove))
+        self._append_edits([edit])
+        return self.get_run(target.run_id)
+
+    def set_note(self, run: str, text: str) -> Run:
+        """Set a run's note (free text; an empty text clears it); returns the run merged."""
+        if type(text) is not str:
+            raise InvalidRecordError(f"a note is text, not {type(text).__name__}", "note")
+        record = normalize_value(text, "note")
+        target = self.get_run(run)
+        self._append_edits([Edit("note", (target.run_id,), utc_timestamp(), text=record)])
+        return self.get_run(target.run_id)
+
+    def rename(self, run: str, name: str) -> Run:
+        """Give a run a new name (what tables show and ``show NAME`` finds); returns it merged."""
+        new = check_name(name)
+        target = self.get_run(run)
+        self._append_edits([Edit("rename", (target.run_id,), utc_timestamp(), text=new)])
+        return self.get_run(target.run_id)
+
+    def delete_runs(self, runs: Sequence[str] | str | None = None, *, where: Where = None) -> int:
+        """Soft-delete runs (ids, prefixes or names) and/or every run ``where`` matches.
+
+        Deleted runs leave every query, export and table (``include_deleted=True`` /
+        ``--deleted`` shows them); ``restore_runs`` brings them back, ``compact`` removes them.
+
+        Returns:
+            How many runs this call deleted (runs already deleted are not counted again).
+        """
+        if runs is None and where is None:
+            raise InvalidRecordError("delete_runs needs runs or where= (nothing is deleted by default)", "runs")
+        ids = self._resolve(runs, include_deleted=False)
+        if where is not None:
+            ids.extend(run.run_id for run in self.runs(where=where))
+        chosen = list(dict.fromkeys(ids))
+        self._append_edits(_chunked("delete", chosen))
+        return len(chosen)
+
+    def restore_runs(self, runs: Sequence[str] | str) -> int:
+        """Bring deleted runs back; returns how many were deleted (others are left alone)."""
+        chosen = [run.run_id for run in self._resolved_runs(runs) if run.extra.get("deleted") is True]
+        chosen = list(dict.fromkeys(chosen))
+        self._append_edits(_chunked("restore", chosen))
+        return len(chosen)
+
+    def _resolved_runs(self, runs: Sequence[str] | str) -> list[Run]:
+        names = [runs] if isinstance(runs, str) else list(runs)
+        return [self.get_run(name, include_deleted=True) for name in names]
+
+    def _resolve(self, runs: Sequence[str] | str | None, *, include_deleted: bool) -> list[str]:
+        if runs is None:
+            return []
+        return [run.run_id for run in self._resolved_runs(runs)
+                if include_deleted or run.extra.get("deleted") is not True]
+
+    def _append_edits(self, edits: Sequence[Edit]) -> None:
+        if not edits:
+            return
+        self._journal.append([codec.encode_edit(edit) for edit in edits])
+        for edit in edits:
+            logger.info("%s %s", edit.kind, ", ".join(edit.runs[:5]) + (" ..." if len(edit.runs) > 5 else ""),
+                        extra=self._log_extra)
+
     # -- reading -------------------------------------------------------------------------------
 
     # -- the index -----------------------------------------------------------------------------
@@ -392,6 +462,12 @@ class ExperimentTracker(StoreReader):
     # -- internals -----------------------------------------------------------------------------
 
 
+
+
+def _chunked(kind: str, run_ids: Sequence[str]) -> list[Edit]:
+    stamp = utc_timestamp()
+    return [Edit(kind, tuple(run_ids[i : i + MAX_RUNS_PER_EDIT]), stamp)
+            for i in range(0, len(run_ids), MAX_RUNS_PER_EDIT)]
 
 
 def _brief(run: Run) -> str:

@@ -23,6 +23,7 @@ from exptrack import CorruptLine, ExperimentTracker, NoRunsError, RunNotFoundErr
 from exptrack.query.ranking import status_scope, summarize, summary_dict, top_runs
 from exptrack.query.where import compile_where
 from exptrack.store import codec, fastscan
+from exptrack.store.edits import Edit, merge
 from exptrack.store.fsio import FileSystem, install
 from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE, fingerprint
 from exptrack.store.logs import detach_store_log
@@ -39,27 +40,57 @@ def line_for(run_id: str, **fields: Any) -> bytes:
 
 
 def rescan(store: Path) -> tuple[list[Run], list[CorruptLine]]:
-    """Valid runs and corrupt lines by a full scan, duplicates found with a dict of every id."""
+    """Valid runs (merged with their edits, deleted ones left out) and corrupt lines by a full
+    scan: duplicates found with a dict of every id, a resumed run's later record replacing the
+    earlier one, edits applied in log order (the merge rule of ``store.edits``, spelled out)."""
     runs: list[Run] = []
     corrupt: list[CorruptLine] = []
     seen: dict[str, int] = {}
+    edits: list[Edit] = []
     reader = LogScan(str(store / "runs.jsonl"), final=True)  # no writer is busy: a tail is torn
     for item in reader:
         if isinstance(item, CorruptLine):
             corrupt.append(item)
             continue
+        if isinstance(item, Edit):
+            edits.append(item)
+            continue
         first = seen.setdefault(item.run_id, reader.lines)
         if first == reader.lines:
             runs.append(item)
+        elif "resumed" in item.extra:  # supersedes the run's earlier record, on purpose
+            runs = [run for run in runs if run.run_id != item.run_id] + [item]
         else:
             length = (store / "runs.jsonl").read_bytes()[item.offset :].index(b"\n")
             corrupt.append(CorruptLine(reader.lines, item.offset, length,
                                        f"duplicate run_id {item.run_id} (first at line {first})"))
     corrupt.sort(key=lambda c: c.line)
-    return runs, corrupt
+    deleted: set[str] = set()
+    merged = []
+    for run in runs:
+        tags, note, name = list(run.tags), None, None
+        for edit in edits:
+            if run.run_id not in edit.runs:
+                continue
+            if edit.kind == "tags":
+                tags = [tag for tag in tags if tag not in edit.remove] + [t for t in edit.add if t not in tags]
+            elif edit.kind == "delete":
+                deleted.add(run.run_id)
+            elif edit.kind == "restore":
+                deleted.discard(run.run_id)
+            elif edit.kind == "note":
+                note = edit.text
+            elif edit.kind == "rename":
+                name = edit.text
+        if run.run_id not in deleted:
+            touched = tags != list(run.tags) or note is not None or name is not None
+            # all tags off, then the merged ones on in order: exactly ``tags``
+            merged.append(merge(run, [((), run.tags), (tuple(tags), ())], note, name, False) if touched else run)
+    return merged, corrupt
 
 
-WHERE = "status = 'killed' or run_id LIKE '%1%'"  # fields every store has: a filter on a field no run has is an error
+# fields every store has: a filter on a field no run has is an error
+WHERE = "status = 'killed' or run_id LIKE '%1%' or tags = 'hot'"
 
 
 def expected_answers(store: Path) -> dict[str, Any]:

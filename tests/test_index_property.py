@@ -1,5 +1,6 @@
-"""Property: whatever is appended (runs, duplicates, corrupt lines, torn tails) and whenever the
-index is refreshed, its answers equal a full rescan and a rebuild from a deleted index."""
+"""Property: whatever is appended (runs, duplicates, corrupt lines, torn tails, edits: tags, deletes
+and restores, resumed runs' records) and whenever the index is refreshed, its answers equal a full
+rescan and a rebuild from a deleted index; a deleted run never comes back as best."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from test_index import answers, expected_answers, rescan
 
 from exptrack import ExperimentTracker
 from exptrack.store import codec
+from exptrack.store.edits import Edit
 from exptrack.store.index.identity import INDEX_DIR
 from exptrack.store.index.reducers import MetricFold, MetricStats
 from exptrack.store.logs import detach_store_log
@@ -47,8 +49,28 @@ corrupt_line = st.sampled_from([
     b'{"run_id":"run-1","params":{},"metrics":{"accuracy":1e300}}\n',
     b'{"schema":1,"run_id":"broken-crc","params":{},"metrics":{},"crc":"00000000"}\n',
 ])
+resume_line = st.builds(
+    lambda run_id, metrics: codec.encode(build_run(run_id=run_id, timestamp=STAMP, metrics=metrics,
+                                                   extra={"resumed": 1})),
+    st.sampled_from(IDS), metric_maps,
+)
+def edit_bytes(kind: str, ids: list[str], tag: str) -> bytes:
+    if kind == "tag":
+        return codec.encode_edit(Edit("tags", tuple(ids), STAMP, add=(tag,)))
+    if kind == "untag":
+        return codec.encode_edit(Edit("tags", tuple(ids), STAMP, remove=(tag,)))
+    return codec.encode_edit(Edit(kind, tuple(ids), STAMP))
+
+
+edit_line = st.builds(
+    edit_bytes,
+    st.sampled_from(["delete", "restore", "tag", "untag"]),
+    st.lists(st.sampled_from(IDS), min_size=1, max_size=4, unique=True),
+    st.sampled_from(["hot", "cold"]),
+)
 action = st.one_of(
     st.tuples(st.just("runs"), st.lists(run_line, min_size=1, max_size=6)),
+    st.tuples(st.just("runs"), st.lists(edit_line | resume_line, min_size=1, max_size=4)),  # edits, resumes
     st.tuples(st.just("corrupt"), st.lists(corrupt_line, min_size=1, max_size=2)),
     st.tuples(st.just("torn"), run_line),  # a writer mid-line: pending, then completed
     st.tuples(st.just("query"), st.none()),

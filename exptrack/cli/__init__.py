@@ -5,6 +5,7 @@ from exptrack.cli import (
     core,  # noqa: F401 - registers the commands on the group
     export,  # noqa: F401
     listing,  # noqa: F401
+    manage,  # noqa: F401
     repro,  # noqa: F401
     sql,  # noqa: F401
     ui,  # noqa: F401

@@ -86,12 +86,22 @@ def _safe(message: str) -> str:
     envvar="EXPTRACK_STRICT",
     help="Fail (exit 1) on the first corrupt log line instead of skipping it (also EXPTRACK_STRICT=1).",
 )
+@click.option(
+    "--experiment",
+    "-e",
+    envvar="EXPTRACK_EXPERIMENT",
+    default=None,
+    metavar="NAME",
+    help="Log into experiment NAME and answer about its runs only (also EXPTRACK_EXPERIMENT); "
+    "default: log into \"default\", query every experiment.",
+)
 @click.version_option(package_name="exptrack")
 @click.pass_context
-def cli(ctx: click.Context, store: Path, strict: bool) -> None:
+def cli(ctx: click.Context, store: Path, strict: bool, experiment: str | None) -> None:
     """exptrack: record experiment runs in a local JSONL store, find the best, get it back."""
     ctx.obj = store
     ctx.meta["exptrack.strict"] = strict
+    ctx.meta["exptrack.experiment"] = experiment or None
 
 
 def store_path(ctx: click.Context) -> Path:
@@ -107,6 +117,7 @@ def _open(ctx: click.Context, *, create: bool = False, **kwargs: Any) -> Experim
     if not create and not (store / RUNS_FILE).exists():
         raise click.ClickException(f"no exptrack store at {store} (no {RUNS_FILE}); log a run first or pass --store")
     kwargs.setdefault("strict", ctx.meta.get("exptrack.strict", False))
+    kwargs.setdefault("experiment", ctx.meta.get("exptrack.experiment"))
     from exptrack.tracker import ExperimentTracker  # on first use: `exptrack --help` stays light
 
     return ExperimentTracker(store, **kwargs)
@@ -137,6 +148,11 @@ def where_option(func: F) -> F:
         "--where", "-w", default=None, metavar="EXPR",
         help="Filter, e.g. \"metrics.accuracy > 0.8 and params.model = 'rf'\".",
     )(func)
+
+
+def deleted_option(func: F) -> F:
+    return click.option("--deleted", "include_deleted", is_flag=True,
+                        help="Include deleted runs (they are left out by default).")(func)
 
 
 def mode_option(func: F) -> F:

@@ -11,6 +11,7 @@ from exptrack.cli._app import (
     _open,
     _open_for_query,
     cli,
+    deleted_option,
     mode_option,
     output_options,
     render_runs,
@@ -69,14 +70,15 @@ def log(ctx: click.Context, params: tuple[str, ...], metrics: tuple[str, ...], t
 
 @cli.command()
 @click.argument("run_id")
+@deleted_option
 @output_options
 @click.pass_context
-def show(ctx: click.Context, run_id: str, fmt: str) -> None:
-    """Show one run (a unique id prefix is enough)."""
+def show(ctx: click.Context, run_id: str, include_deleted: bool, fmt: str) -> None:
+    """Show one run (a unique id prefix or the run's name is enough)."""
     from exptrack.query.output import run_columns
     from exptrack.repro.describe import describe_run
 
-    run = _open_for_query(ctx, fmt).get_run(run_id)
+    run = _open_for_query(ctx, fmt).get_run(run_id, include_deleted=include_deleted)
     if fmt == "json":
         _echo_json(run.to_dict())
     elif fmt == "table":

@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING, cast
 
 import click
 
-from exptrack.cli._app import _open, cli, where_option
+from exptrack.cli._app import _open, cli, deleted_option, where_option
 from exptrack.query.export import FORMATS
 
 if TYPE_CHECKING:
@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), default=None,
               help="File to write (replaced atomically when complete). Default: stdout.")
 @where_option
+@deleted_option
 @click.pass_context
-def export(ctx: click.Context, fmt: str | None, output: Path | None, where: str | None) -> None:
+def export(ctx: click.Context, fmt: str | None, output: Path | None, where: str | None,
+           include_deleted: bool) -> None:
     """Export runs as CSV, JSON Lines or Parquet, streaming in constant memory.
 
     CSV and Parquet have one row per run: run_id, timestamp, status, tags, then metrics.NAME and
@@ -46,7 +48,7 @@ def export(ctx: click.Context, fmt: str | None, output: Path | None, where: str 
         compile_where(where)  # a FilterSyntaxError exits 1 here, before any file is created
 
     def source() -> Iterator[Run]:
-        return tracker.runs(where=where)
+        return tracker.runs(where=where, include_deleted=include_deleted)
 
     size = _log_size(tracker)
     show = _isatty(sys.stderr) and (not to_stdout or _isatty(sys.stdout))

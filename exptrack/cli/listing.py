@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from exptrack.cli._app import _emit_runs, _open_for_query, cli, output_options, status_option, where_option
+from exptrack.cli._app import (
+    _emit_runs,
+    _open_for_query,
+    cli,
+    deleted_option,
+    output_options,
+    status_option,
+    where_option,
+)
 
 if TYPE_CHECKING:
     from exptrack.store.record import Run
@@ -64,11 +72,12 @@ def choose_columns(runs: Sequence[Run], wanted: Sequence[str], metrics_first: Se
 @click.option("--sort", "sort", default=None, metavar="SPEC", help="e.g. \"metrics.accuracy desc, params.lr\".")
 @where_option
 @status_option(None)
+@deleted_option
 @columns_option
 @output_options
 @click.pass_context
 def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | None,
-         status: str | list[str] | None, columns: tuple[str, ...], fmt: str) -> None:
+         status: str | list[str] | None, include_deleted: bool, columns: tuple[str, ...], fmt: str) -> None:
     """List runs (oldest first, the most recent last; with --sort, in that order)."""
     from exptrack.query.ranking import status_scope
 
@@ -84,15 +93,15 @@ def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | N
 
         keys = parse_sort(sort)
         tracker.check_fields(key.field for key in keys)  # a typo is an error, not an unsorted listing
-        counted = _Counter(tracker.runs(where=chosen))
+        counted = _Counter(tracker.runs(where=chosen, include_deleted=include_deleted))
         selected = first_sorted(counted, keys, limit) if limit else sort_records(counted, keys)
         total = counted.count
     elif limit:
-        selected = tracker.recent_runs(limit, where=chosen)
-        if chosen is None:
+        selected = tracker.recent_runs(limit, where=chosen, include_deleted=include_deleted)
+        if chosen is None and not include_deleted:
             total = tracker.count_runs()
     else:
-        selected = list(tracker.runs(where=chosen))
+        selected = list(tracker.runs(where=chosen, include_deleted=include_deleted))
         total = len(selected)
     _emit_runs(selected, fmt, choose_columns(selected, columns))
     if fmt != "table":

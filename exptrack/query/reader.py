@@ -30,10 +30,11 @@ from exptrack.query.ranking import (
     top_runs,
 )
 from exptrack.store import RUNS_FILE
+from exptrack.store.edits import Edit, Overlay
 from exptrack.store.index.groups import GroupKey, GroupSet
 from exptrack.store.index.identity import IndexStats, StaleIndexError
 from exptrack.store.index.reducers import Mode
-from exptrack.store.names import check_name
+from exptrack.store.names import DEFAULT_EXPERIMENT, check_name
 from exptrack.store.record import CorruptLine, Run
 from exptrack.store.segment import TOP_K
 
@@ -98,6 +99,28 @@ def _parallel() -> ModuleType:
     return parallel
 
 
+def _name_offsets(path: str, name: str) -> list[int]:
+    """Starts of the lines holding ``"name":<name>`` (as the codec writes it), by a C search."""
+    import mmap
+
+    from exptrack.store import codec
+
+    needle = b'"name":' + codec.dumps(name)
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                return []
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                found: list[int] = []
+                at = view.find(needle)
+                while at >= 0 and len(found) < 1000:
+                    found.append(view.rfind(b"\n", 0, at) + 1)
+                    at = view.find(needle, at + 1)
+                return found
+    except (OSError, ValueError):
+        return []
+
+
 def _read_run_at(path: str, offset: int) -> Run:
     from exptrack.store.index.idmap import read_run_at
 
@@ -123,9 +146,10 @@ class StoreReader:
         self.last_corrupt: list[CorruptLine] = []
         self._index: LogIndex | None = None
         self._lock = threading.RLock()
+        self._merge: tuple[Overlay, frozenset[int]] = (Overlay(), frozenset())
         self.last_unchecked = 0  # valid runs without a checksum seen by the last complete scan
 
-    def scan(self, *, final: bool | None = None) -> Iterator[Run | CorruptLine]:
+    def scan(self, *, final: bool | None = None) -> Iterator[Run | Edit | CorruptLine]:
         """Every line of the log as a run or a ``CorruptLine``, duplicates reported (first wins).
 
         ``final`` decides whether an unterminated last line is reported as torn (True) or left
@@ -138,6 +162,7 @@ class StoreReader:
                 # set of every id (memory stays constant), and it reads the snapshot the index saw.
                 duplicates = {c.offset: c for c in index.corrupt if c.reason.startswith("duplicate run_id")}
                 size_seen, unchecked = index.size_seen, index.unchecked
+                self._merge = (index.overlay, frozenset(index.superseded))
         if index is None:
             yield from self._scan_without_index(final)
             return
@@ -153,16 +178,26 @@ class StoreReader:
         if scan.pending and (final if final is not None else self._tail_is_stable(scan)):
             yield CorruptLine(scan.lines + 1, scan.end_offset, scan.pending, "torn tail (unterminated last line)")
 
-    def _scan_without_index(self, final: bool | None) -> Iterator[Run | CorruptLine]:
-        """The reader of last resort (the index failed): duplicates found with a set of ids."""
+    def _scan_without_index(self, final: bool | None) -> Iterator[Run | Edit | CorruptLine]:
+        """The reader of last resort (the index failed): duplicates found with a set of ids.
+
+        It also folds the edits and resumes it passes into ``self._merge`` as it goes; ``runs``
+        reads them from a first pass (``_merge_state``) when there is no index.
+        """
+        from exptrack.store.edits import Overlay
         from exptrack.store.scan import LogScan, line_length
 
         scan = LogScan(str(self.runs_path))
         seen: dict[str, int] = {}
+        latest: dict[str, int] = {}
+        overlay, superseded = Overlay(), set()
         for item in scan:
             if type(item) is Run:
                 first = seen.setdefault(item.run_id, scan.lines)
-                if first == scan.lines:
+                if first == scan.lines or "resumed" in item.extra:
+                    if item.run_id in latest:
+                        superseded.add(latest[item.run_id])
+                    latest[item.run_id] = item.offset
                     yield item
                     continue
                 yield CorruptLine(
@@ -172,30 +207,75 @@ class StoreReader:
                     f"duplicate run_id {item.run_id} (first at line {first})",
                 )
                 continue
+            if type(item) is Edit:
+                overlay.add(item)
             yield item
         self.last_unchecked = scan.unchecked
+        self._merge = (overlay, frozenset(superseded))
         if scan.pending and (final if final is not None else self._tail_is_stable(scan)):
             yield CorruptLine(scan.lines + 1, scan.end_offset, scan.pending, "torn tail (unterminated last line)")
 
-    def runs(self, *, where: Where = None) -> Iterator[Run]:
-        """Valid runs in log order; corrupt lines are skipped, logged and kept in ``last_corrupt``.
+    def _merge_state(self) -> tuple[Overlay, frozenset[int]]:
+        """The edits and superseded records of the log as the index (or, without one, a pass) sees it."""
+        with self._lock:
+            index = self._indexed()
+            if index is not None:
+                return index.overlay, frozenset(index.superseded)
+        for _ in self._scan_without_index(False):
+            pass
+        return self._merge
+
+    def _scoped_groups(self, groups: GroupSet) -> GroupSet:
+        """The index's groups of the reader's experiment (all of them when it has none): per
+        experiment answers come from the same per-group reducers, as fast as the whole store's."""
+        if self.experiment is None:
+            return groups
+        view = GroupSet(groups.top_k)
+        view.groups = {key: group for key, group in groups.groups.items() if key[0] == self.experiment}
+        return view
+
+    def _scope(self, where: Where) -> Where:
+        """``where`` limited to the reader's experiment (when it has one)."""
+        experiment = self.experiment
+        if experiment is None:
+            return where
+        predicate = _compile(where)
+        if predicate is None:
+            return lambda run: (run.get("experiment") or DEFAULT_EXPERIMENT) == experiment
+        return lambda run: (run.get("experiment") or DEFAULT_EXPERIMENT) == experiment and predicate(run)
+
+    def runs(self, *, where: Where = None, include_deleted: bool = False) -> Iterator[Run]:
+        """Valid runs in log order, as the edits left them (see ``store.edits``); corrupt lines are
+        skipped, logged and kept in ``last_corrupt``.  Deleted runs only with ``include_deleted``;
+        a resumed run appears once, with its latest record, where that record is.
 
         Raises:
             FilterSyntaxError: ``where`` does not parse.
             QueryError: ``where`` compares a field that no run in the store has.
         """
+        return self._runs(where, include_deleted, scoped=True)
+
+    def _runs(self, where: Where, include_deleted: bool, *, scoped: bool) -> Iterator[Run]:
         predicate = self._predicate(where)
+        if scoped:
+            predicate = _compile(self._scope(predicate))
         corrupt: list[CorruptLine] = []
         self.last_corrupt = corrupt
+        overlay, superseded = self._merge_state()
         for item in self.scan():
-            if type(item) is Run:
-                if predicate is None or predicate(item):
-                    yield item
-            else:
-                self._report(item)  # type: ignore[arg-type]
-                corrupt.append(item)  # type: ignore[arg-type]
+            if isinstance(item, Run):
+                if superseded and item.offset in superseded:
+                    continue
+                run = overlay.apply(item) if overlay else item
+                if not include_deleted and overlay and overlay.is_deleted(run.run_id):
+                    continue
+                if predicate is None or predicate(run):
+                    yield run
+            elif isinstance(item, CorruptLine):
+                self._report(item)
+                corrupt.append(item)
 
-    def recent_runs(self, n: int, *, where: Where = None) -> list[Run]:
+    def recent_runs(self, n: int, *, where: Where = None, include_deleted: bool = False) -> list[Run]:
         """The last ``n`` runs (of those ``where`` accepts), oldest first, read from the END of the log.
 
         The index says which lines are corrupt or repeat an earlier run id (first wins), so the
@@ -208,14 +288,16 @@ class StoreReader:
         """
         if n < 1:
             raise InvalidRecordError(f"n must be at least 1, not {n}", "n")
-        predicate = self._predicate(where)
+        predicate = _compile(self._scope(self._predicate(where)))
         with self._lock:
             index = self._indexed()
             if index is not None:
                 skip = {c.offset for c in index.corrupt}
+                skip.update(index.superseded if include_deleted else index.hidden)
                 watermark = index.watermark
+                overlay = index.overlay
         if index is None:
-            return self._last_forward(n, where)
+            return self._last_forward(n, where, include_deleted)
         from exptrack.store.scan import _parse
         from exptrack.store.tail import lines_before
 
@@ -227,8 +309,10 @@ class StoreReader:
             if type(item) is not tuple:
                 # the index took this line for a run: the log changed under it (rewritten)
                 self._index_failed(StaleIndexError(f"no valid run at byte {offset}"))
-                return self._last_forward(n, where)
-            run = item[0]
+                return self._last_forward(n, where, include_deleted)
+            if isinstance(item[0], Edit):
+                continue
+            run = overlay.apply(item[0])
             if predicate is None or predicate(run):
                 found.append(run)
                 if len(found) == n:
@@ -236,42 +320,113 @@ class StoreReader:
         found.reverse()
         return found
 
-    def _last_forward(self, n: int, where: Where) -> list[Run]:
+    def _last_forward(self, n: int, where: Where, include_deleted: bool = False) -> list[Run]:
         """The last ``n`` runs by a pass over the whole log (no usable index)."""
         import collections
 
-        return list(collections.deque(self.runs(where=where), maxlen=n))
+        return list(collections.deque(self.runs(where=where, include_deleted=include_deleted), maxlen=n))
 
     def count_runs(self) -> int:
         """How many valid runs the store holds (from the index: no pass over the log when warm)."""
         with self._lock:
             index = self._indexed()
             if index is not None:
-                return index.runs
+                return self._scoped_groups(index.groups).runs()
         return sum(1 for _ in self.runs())
 
     @_serialized
-    def get_run(self, run_id: str) -> Run:
-        """The run with this id, or the only run whose id starts with it.
+    def get_run(self, run_id: str, *, include_deleted: bool = False) -> Run:
+        """The run with this id, the only run whose id starts with it, or the only run with this name.
 
         Raises:
-            RunNotFoundError: no run matches, or a prefix matches several.
+            RunNotFoundError: no run matches, a prefix or name matches several, or the run is
+                deleted (unless ``include_deleted``) or in another experiment than the reader's.
         """
         if not run_id:
             raise RunNotFoundError(run_id, "an empty run id matches nothing")
+        try:
+            run = self._by_id(run_id)
+        except RunNotFoundError as exc:
+            if "ambiguous" in str(exc):
+                raise
+            named = self._by_name(run_id, include_deleted)
+            if not named:
+                raise
+            if len(named) > 1:
+                ids = ", ".join(r.run_id for r in named[:5])
+                raise RunNotFoundError(run_id, f"run name {run_id!r} is ambiguous: {ids}; use an id") from None
+            return named[0]
+        if not include_deleted and run.extra.get("deleted") is True:
+            raise RunNotFoundError(run_id, f"run {run.run_id} is deleted (`exptrack restore {run.run_id}` "
+                                           "brings it back)")
+        if self.experiment is not None and run.experiment != self.experiment:
+            raise RunNotFoundError(run_id, f"run {run.run_id} is in experiment {run.experiment!r}, "
+                                           f"not {self.experiment!r}")
+        return run
+
+    def _by_id(self, run_id: str) -> Run:
+        overlay = self._merge_state()[0]
         index = self._indexed()
         if index is not None:
             try:
-                return self._get_indexed(index, run_id)
+                return overlay.apply(self._get_indexed(index, run_id))
             except StaleIndexError as exc:
                 self._index_failed(exc)
         matches: list[Run] = []
-        for run in self.runs():
+        for run in self.runs(include_deleted=True):
             if run.run_id == run_id:
                 return run
             if run.run_id.startswith(run_id):
                 matches.append(run)
         return _only_match(run_id, matches)
+
+    def _by_name(self, name: str, include_deleted: bool) -> list[Run]:
+        """Runs (in scope) whose merged name is ``name``: a C search of the log for the name's
+        bytes, plus the runs a rename named so; every candidate is read and checked."""
+        from exptrack.store.names import check_name as valid
+
+        try:
+            valid(name)
+        except InvalidRecordError:
+            return []
+        overlay, superseded = self._merge_state()
+        candidates: dict[str, Run] = {}
+        ids = set(overlay.renamed(name))
+        for offset in _name_offsets(str(self.runs_path), name):
+            try:
+                record = _read_run_at(str(self.runs_path), offset)
+            except StaleIndexError:
+                continue
+            if offset not in superseded:
+                ids.add(record.run_id)
+        for run_id in ids:
+            try:
+                run = self._by_id(run_id)
+            except RunNotFoundError:
+                continue
+            if run.run_id != run_id or run.name != name:
+                continue
+            if not include_deleted and run.extra.get("deleted") is True:
+                continue
+            if self.experiment is not None and run.experiment != self.experiment:
+                continue
+            candidates[run.run_id] = run
+        return sorted(candidates.values(), key=lambda run: run.offset)
+
+    def experiments(self) -> list[dict[str, Any]]:
+        """Every experiment of the store (whatever the reader's own), oldest first: ``experiment``,
+        ``runs``, ``finished`` (runs with that status) and ``last_activity`` (latest run timestamp).
+        Deleted runs do not count; an experiment whose runs are all deleted is not listed."""
+        found: dict[str, dict[str, Any]] = {}
+        for run in self._runs(None, False, scoped=False):
+            entry = found.get(run.experiment)
+            if entry is None:
+                entry = found[run.experiment] = {"experiment": run.experiment, "runs": 0, "finished": 0,
+                                                 "last_activity": run.timestamp}
+            entry["runs"] += 1
+            entry["finished"] += run.status == "finished"
+            entry["last_activity"] = max(entry["last_activity"], run.timestamp)
+        return list(found.values())
 
     def _known_ids(self, run_ids: Sequence[str]) -> set[str]:
         """Which of ``run_ids`` are in the log (as a run record, deleted or not)."""
@@ -325,17 +480,18 @@ class StoreReader:
             index = None
         chosen: Mode | None = None
         if index is not None:
-            keys = index.select(statuses=scope)
-            chosen = self._ranking_mode(index.groups, keys, metric, mode, where)
+            groups = self._scoped_groups(index.groups)
+            keys = groups.select(statuses=scope)
+            chosen = self._ranking_mode(groups, keys, metric, mode, where)
             entries = index.top(metric, chosen, k, keys)
             if entries is not None:
                 try:
-                    ranked = [self._read_indexed(offset, run_id) for _, offset, run_id in entries]
+                    ranked = [index.overlay.apply(self._read_indexed(offset, run_id)) for _, offset, run_id in entries]
                 except StaleIndexError as exc:
                     self._index_failed(exc)
                 else:
                     if not ranked:
-                        self._raise_nothing_to_rank(index.groups, keys, metric, scope, where)
+                        self._raise_nothing_to_rank(groups, keys, metric, scope, where)
                     return ranked
         if chosen is None:  # no usable index: one pass for the names and directions
             summary = summarize(self.runs(where=where))
@@ -359,7 +515,7 @@ class StoreReader:
         if full is not None and index is not None:
             corrupt = self._indexed_corrupt(full)
             self.last_corrupt = corrupt
-            result = summary_dict(index.groups, scope, len(corrupt))
+            result = summary_dict(self._scoped_groups(index.groups), scope, len(corrupt))
             result["unchecked_runs"] = full.unchecked
             return result
         summary = summarize(self.runs(where=where))
@@ -452,9 +608,16 @@ class StoreReader:
         if index is None or predicate is None:
             return index
         exclude = {c.offset: c.reason for c in index.corrupt if c.reason.startswith("duplicate run_id")}
+        exclude.update(dict.fromkeys(index.hidden, ""))  # deleted runs and superseded records: silently out
+        overlay = index.overlay
+        if overlay:  # the filter sees each run as the edits left it
+            raw = predicate
+            predicate = lambda run: raw(overlay.apply(run))  # type: ignore[arg-type]  # noqa: E731 - a Run here
         segment = _parallel().scan_parallel(str(self.runs_path), 0, index.watermark, exclude=exclude,
                                          predicate=predicate)
-        return _log_index().of_segment(segment)
+        view = _log_index().of_segment(segment)
+        view.overlay = overlay
+        return view
 
     def check_fields(self, fields: Iterable[str | tuple[str, ...]]) -> None:
         """Refuse fields (``"metrics.acc"`` or segments) that no run in the store has.
@@ -502,16 +665,23 @@ class StoreReader:
         return run
 
     def _get_indexed(self, index: LogIndex, run_id: str) -> Run:
+        found: Run | None = None
         for offset in index.offsets_of(run_id):
             run = _read_run_at(str(self.runs_path), offset)
-            if run.run_id == run_id:
-                return run  # the line itself says so: no need to trust the id map
+            if run.run_id == run_id and (found is None or run.offset > found.offset):
+                found = run  # the line itself says so; the latest record of a resumed run wins
+        if found is not None:
+            return found
         # "not found" or a prefix answer rests on the id map being whole: check it once
         index.verify("hash", "off", "pos", "ids")
-        matches = [_read_run_at(str(self.runs_path), offset) for offset in index.prefix_offsets(run_id, 6)]
-        if any(not run.run_id.startswith(run_id) for run in matches):
-            raise StaleIndexError(f"the id map disagrees with the log for prefix {run_id!r}")
-        return _only_match(run_id, matches)
+        latest: dict[str, Run] = {}
+        for offset in index.prefix_offsets(run_id, 12):
+            run = _read_run_at(str(self.runs_path), offset)
+            if not run.run_id.startswith(run_id):
+                raise StaleIndexError(f"the id map disagrees with the log for prefix {run_id!r}")
+            if run.run_id not in latest or run.offset > latest[run.run_id].offset:
+                latest[run.run_id] = run
+        return _only_match(run_id, list(latest.values()))
 
     def _report(self, item: CorruptLine) -> None:
         if self.strict:

@@ -19,10 +19,11 @@ from exptrack.errors import ExptrackError
 from exptrack.live.artifacts import ArtifactStore
 from exptrack.query.ranking import Summary
 from exptrack.store import RUNS_FILE, codec
+from exptrack.store.edits import Edit
 from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE
 from exptrack.store.index.reducers import TopK
 from exptrack.store.record import CorruptLine, Run
-from exptrack.store.scan import LogScan, line_length
+from exptrack.store.scan import LogScan, line_length, merge_state
 from exptrack.tracker import ExperimentTracker
 
 ProblemKind = Literal["log", "artifact", "index"]
@@ -129,14 +130,24 @@ def check_store(store: str | os.PathLike[str], *, artifacts: bool = True) -> Che
     tops: dict[str, tuple[TopK, TopK]] = {}
     log_name = os.fspath(log_path)
     # The log is read here without the index: the check must not trust the cache it verifies.
+    overlay, superseded = merge_state(log_name)  # edits come after their runs: fold them first
     scan = LogScan(log_name, final=True)
     first_line: dict[str, int] = {}
     sample = _Sample()
     for item in scan:
         report.lines += 1
+        if type(item) is Edit:
+            continue
         if type(item) is Run:
             first = first_line.setdefault(item.run_id, scan.lines)
-            if first == scan.lines:
+            if first == scan.lines or "resumed" in item.extra:
+                if item.offset in superseded:
+                    continue
+                if overlay.is_deleted(item.run_id):
+                    if artifacts:  # a deleted run keeps its blobs until gc removes it
+                        for name, sha in _blob_refs(item):
+                            referenced.setdefault(sha, (item, name))
+                    continue
                 report.runs += 1
                 sample.add(item.run_id, item.offset)
                 summary.add(item)

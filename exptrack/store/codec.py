@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from exptrack.errors import InvalidRecordError
+from exptrack.store.edits import EDIT_KINDS, Edit, EditError, edit_from_object
 from exptrack.store.names import DEFAULT_EXPERIMENT, check_name, generated_name
 from exptrack.store.record import (
     CANONICAL_TIME,
@@ -86,6 +87,8 @@ def encode(run: Run) -> bytes:
         "tags": run.tags,
     }
     if run.extra:
+        if "resumed" in run.extra:  # a resumed run's new ending: it supersedes the earlier line
+            body["kind"] = "resume"
         if NONFINITE_KEY in run.extra:  # only a schema-1 record can hold one; rewriting it would misread
             raise InvalidRecordError(f"{NONFINITE_KEY!r} is a reserved record field since schema 2")
         body.update(run.extra)
@@ -262,7 +265,7 @@ def checksum_state(line: bytes | memoryview) -> bool | None:
     return zlib.crc32(b"}", zlib.crc32(line[: n - _CRC_SUFFIX_LEN])) == int(digits, 16)
 
 
-def decode(line: bytes | memoryview, offset: int = -1) -> tuple[Run, bool]:
+def decode(line: bytes | memoryview, offset: int = -1) -> tuple[Run | Edit, bool]:
     """Parse one line (without its newline) into a run and whether it carried a checksum.
 
     Raises:
@@ -281,7 +284,36 @@ def decode(line: bytes | memoryview, offset: int = -1) -> tuple[Run, bool]:
     if checked is None and type(obj) is dict and "crc" in obj:
         # encode always writes the checksum last, in a fixed form: one elsewhere was altered
         raise LineError("checksum damaged (the crc member is not in the form exptrack writes)")
+    if type(obj) is dict and "kind" in obj:
+        return record_from_object(obj, offset), checked is True
     return from_object(obj, offset), checked is True
+
+
+def record_from_object(obj: dict[str, Any], offset: int = -1) -> Run | Edit:
+    """A line of any kind: a run (plain or resumed) or an edit (see ``store.edits``)."""
+    kind = obj.get("kind")
+    if kind in EDIT_KINDS:
+        schema = obj.get("schema", SCHEMA_VERSION)
+        if type(schema) is not int or schema > SCHEMA_VERSION:
+            raise LineError(f"record schema {schema!r} is newer than this exptrack reads ({SCHEMA_VERSION})")
+        try:
+            return edit_from_object(obj, offset)
+        except EditError as exc:
+            raise LineError(str(exc)) from None
+    if kind != "resume":
+        raise LineError(f"unknown record kind {kind!r}")
+    del obj["kind"]
+    if type(obj.get("resumed")) is not int:
+        raise LineError("resume record without a resume count")
+    return from_object(obj, offset)
+
+
+def encode_edit(edit: Edit) -> bytes:
+    """One complete line for an edit, checksum and newline included."""
+    payload = orjson.dumps({"schema": SCHEMA_VERSION, **edit.to_object()})
+    if len(payload) + _CRC_SUFFIX_LEN + 1 > MAX_RECORD_BYTES:
+        raise InvalidRecordError(f"edit is {len(payload)} bytes encoded, above the line cap")
+    return b"%b,\"crc\":\"%08x\"}\n" % (payload[:-1], zlib.crc32(payload))
 
 
 def from_object(obj: object, offset: int = -1) -> Run:

@@ -45,6 +45,7 @@ from itertools import accumulate, chain, compress, repeat
 from typing import Any
 
 from exptrack.store import codec, scan
+from exptrack.store.edits import Edit
 from exptrack.store.index.groups import DEFAULT_EXPERIMENT, GroupKey, declared_modes, experiment_of
 from exptrack.store.index.reducers import BLOCK_SHIFT, MetricStats
 from exptrack.store.record import SAFE_RUN_IDS, SCHEMA_VERSION, CorruptLine, Run
@@ -73,6 +74,8 @@ _CRC_TEMPLATE = _CRC_FORMAT % 0
 _loads: Callable[[bytes], Any] = codec.loads
 _NONFINITE = codec.NONFINITE_IN
 _MARK = b'"%b":' % codec.NONFINITE_KEY.encode()
+_RESUME = b'"kind":"resume"'
+"""A resumed run's record (it supersedes an earlier line of the run): read by the careful reader."""
 """Bytes every line with a ``nonfinite`` section holds (a param key can hold them too: a superset)."""
 
 
@@ -109,6 +112,7 @@ class _Reader:
         self.marked = False  # the current chunk may hold a ``nonfinite`` section
         self.exps: list[Any] = []  # each run's "experiment" field (None when absent)
         self.dirs: list[Any] = []  # each run's "directions" section (None when absent)
+        self.resumed = False  # the current chunk may hold a resumed run's record
 
     # -- one block of runs ----------------------------------------------------------------------
 
@@ -225,8 +229,14 @@ class _Reader:
     def _slow(self, line: memoryview, offset: int, line_no: int) -> None:
         item = _parse(line, offset, line_no)
         if type(item) is tuple:
-            if self.predicate is None or self.predicate(item[0]):
-                self.add_run(*item)
+            record = item[0]
+            if isinstance(record, Edit):
+                self.seg.edits.append(record)
+                return
+            if "resumed" in record.extra:
+                self.seg.resumes.append(offset)
+            if self.predicate is None or self.predicate(record):
+                self.add_run(record, item[1])
         else:
             self.seg.corrupt.append(item)  # type: ignore[arg-type]
 
@@ -272,6 +282,7 @@ class _Reader:
             cut = len(buf) - len(rest)
             if lines:
                 self.marked = _MARK in buf
+                self.resumed = _RESUME in buf
                 first = base
                 if skipping:  # the first line ends the over-long one
                     skipped = lines.pop(0)
@@ -329,6 +340,10 @@ class _Reader:
     def _fast(self, lines: list[bytes], starts: list[int], line_no: int, lo: int, hi: int) -> None:
         """Lines ``lo:hi`` carry a matching checksum: parse each, keep the fields ``flush`` checks."""
         part = lines[lo:hi]
+        if self.resumed and any(map(operator.contains, part, repeat(_RESUME))):
+            for i in range(lo, hi):  # rare: the resumed record must be seen as one (segment.resumes)
+                self._one(lines[i], starts[i], line_no + i + 1)
+            return
         try:
             objs = list(map(_loads, part))
             rows = list(map(_FIELDS, objs))
@@ -350,7 +365,8 @@ class _Reader:
     def _one(self, line: bytes, offset: int, line_no: int) -> None:
         reason = self.exclude.get(offset)
         if reason is not None:
-            self.seg.corrupt.append(CorruptLine(line_no, offset, len(line), reason))
+            if reason:  # "" leaves a record out of the answers without a report (a hidden record)
+                self.seg.corrupt.append(CorruptLine(line_no, offset, len(line), reason))
         else:
             self._slow(memoryview(line), offset, line_no)
 

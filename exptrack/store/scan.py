@@ -28,6 +28,7 @@ import os
 from collections.abc import Iterator
 
 from exptrack.store.codec import MAX_RECORD_BYTES, LineError, decode
+from exptrack.store.edits import Edit, Overlay
 from exptrack.store.record import CorruptLine, Run
 
 CHUNK_BYTES = 1 << 20
@@ -63,7 +64,7 @@ class LogScan:
         self.pending = 0
         self.unchecked = 0
 
-    def __iter__(self) -> Iterator[Run | CorruptLine]:
+    def __iter__(self) -> Iterator[Run | Edit | CorruptLine]:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -74,7 +75,7 @@ class LogScan:
         finally:
             os.close(fd)
 
-    def _lines(self, fd: int, end: int) -> Iterator[Run | CorruptLine]:
+    def _lines(self, fd: int, end: int) -> Iterator[Run | Edit | CorruptLine]:
         pos = self.start
         carry = b""  # the start of a line that continues into the next chunk
         skipping = False  # inside an over-long line: drop bytes until its newline
@@ -157,7 +158,7 @@ def _too_long() -> str:
     return f"line longer than the {size} record cap"
 
 
-def _parse(line: memoryview, offset: int, line_no: int) -> tuple[Run, bool] | CorruptLine:
+def _parse(line: memoryview, offset: int, line_no: int) -> tuple[Run | Edit, bool] | CorruptLine:
     length = len(line)
     if length == 0 or (length == 1 and line[0] == 13):
         return CorruptLine(line_no, offset, length, "blank line")
@@ -175,3 +176,21 @@ def _parse(line: memoryview, offset: int, line_no: int) -> tuple[Run, bool] | Co
             nuls = "only NUL bytes" if not raw.strip(b"\0") else "NUL bytes"
             return CorruptLine(line_no, offset, length, f"{nuls} (zero-filled block left by a crash)")
         return CorruptLine(line_no, offset, length, str(exc))
+
+
+def merge_state(path: str) -> tuple[Overlay, frozenset[int]]:
+    """The edits of a log folded (``store.edits``) and the offsets of superseded records (earlier
+    records of resumed runs), from one pass that holds one offset per run id."""
+    overlay = Overlay()
+    latest: dict[str, int] = {}
+    superseded: set[int] = set()
+    for item in LogScan(path):
+        if type(item) is Run:
+            if item.run_id not in latest:
+                latest[item.run_id] = item.offset
+            elif "resumed" in item.extra:
+                superseded.add(latest[item.run_id])
+                latest[item.run_id] = item.offset
+        elif type(item) is Edit:
+            overlay.add(item)
+    return overlay, frozenset(superseded)

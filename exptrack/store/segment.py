@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 
+from exptrack.store.edits import Edit
 from exptrack.store.index.fields import FieldNames
 from exptrack.store.index.groups import GroupKey
 from exptrack.store.index.reducers import Part
@@ -93,6 +94,10 @@ class Segment:
     sorted_hashes: array[int] = field(default_factory=lambda: array("Q"))
     """``hashes`` in ascending order: each process sorts its own part, merging is linear."""
     unmapped: int = 0
+    edits: list[Edit] = field(default_factory=list)
+    """Edit lines, in log order (see ``store.edits``)."""
+    resumes: list[int] = field(default_factory=list)
+    """Offsets of resumed runs' new records (a run id seen before, on purpose)."""
     """Runs counted without id columns (a filtered read needs no id map: memory stays flat)."""
 
     @property
@@ -117,6 +122,8 @@ class Segment:
         self.lines += other.lines
         self.unchecked += other.unchecked
         self.unmapped += other.unmapped
+        self.edits.extend(other.edits)
+        self.resumes.extend(other.resumes)
         self.groups.update(other.groups)
         self.names.merge(other.names)
         for key, parts in other.metrics.items():

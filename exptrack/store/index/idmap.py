@@ -119,8 +119,10 @@ def read_run_at(path: str, offset: int) -> Run:
             if end >= 0:
                 data += chunk[:end]
                 item = _parse(memoryview(data), offset, 0)
-                if type(item) is tuple:
+                if type(item) is tuple and type(item[0]) is Run:
                     return item[0]
+                if type(item) is tuple:
+                    raise StaleIndexError(f"the line at byte {offset} is an edit, not a run")
                 raise StaleIndexError(f"the line at byte {offset} is not a run: {item.reason}")  # type: ignore[union-attr]
             data += chunk
     finally:
@@ -146,6 +148,7 @@ class IdColumns:
     _maps: dict[str, mmap.mmap | bytes | bytearray]
     _verified: set[str]
     _memory: dict[str, bytearray]
+    resumes: set[int]
 
 
     def _column_path(self, column: str, generation: str | None = None) -> str:
@@ -372,7 +375,9 @@ class IdColumns:
         for i, value in enumerate(new):
             if value in suspects:
                 places.setdefault(id_from_key(keys[i]), []).append(segment.offsets[i])
-        firsts = {run_id: min(found) for run_id, found in places.items() if len(found) > 1}
+        resumes = self.resumes.union(segment.resumes)
+        firsts = {run_id: min(found) for run_id, found in places.items()
+                  if len(found) > 1 and any(offset not in resumes for offset in found if offset != min(found))}
         if not firsts:
             return {}
         numbers = _line_numbers(fd, sorted(set(firsts.values())))
@@ -380,7 +385,7 @@ class IdColumns:
             offset: f"duplicate run_id {run_id} (first at line {numbers[first]})"
             for run_id, first in firsts.items()
             for offset in places[run_id]
-            if offset != first
+            if offset != first and offset not in resumes  # a resumed run's record supersedes, on purpose
         }
 
     def suspect_offsets(self, run_ids: list[str]) -> list[int]:

@@ -49,6 +49,7 @@ from itertools import chain
 from typing import Any
 
 from exptrack.store import codec, parallel
+from exptrack.store.edits import VISIBILITY_KINDS, Overlay
 from exptrack.store.fsio import FILE_MODE, fs, make_dirs
 from exptrack.store.index.fields import FieldNames
 from exptrack.store.index.groups import GroupKey, GroupSet
@@ -56,12 +57,12 @@ from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE, IndexStats, Sta
 from exptrack.store.index.idmap import _COLUMNS, IdColumns, _write_all, new_generation
 from exptrack.store.index.reducers import BLOCK_SHIFT, MetricStats, Mode
 from exptrack.store.record import CorruptLine
-from exptrack.store.segment import TOP_K, Progress, Segment
+from exptrack.store.segment import TOP_K, Progress, Segment, id_from_key
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
-"""2: reducers kept per group (experiment, status)."""
+"""2: reducers kept per group (experiment, status); the edit overlay, hidden and resumed records."""
 _RESORT_AFTER = 1 << 16
 """Runs appended since the sorted hash column was written that are checked against a set, not by
 binary search; beyond this (or a quarter of the history) the column is rewritten."""
@@ -104,6 +105,10 @@ class LogIndex(IdColumns):
         self.corrupt: list[CorruptLine] = []
         self.groups = GroupSet(TOP_K)
         self.names = FieldNames()  # param names, tag keys, sections: what filters may name
+        self.overlay = Overlay()  # every edit folded so far (tags, notes, names, deletions)
+        self.hidden: set[int] = set()  # records left out of the answers: deleted runs', superseded ones
+        self.superseded: set[int] = set()  # earlier records of resumed runs
+        self.resumes: set[int] = set()  # offsets of resumed runs' records (not duplicates)
         self.generation = ""
         self.count = 0  # entries in the id columns (= valid runs)
         self.ids_length = 0
@@ -129,7 +134,8 @@ class LogIndex(IdColumns):
 
     @property
     def runs(self) -> int:
-        return self.count
+        """Runs the answers cover: records in the id map, less the hidden ones."""
+        return self.count - len(self.hidden)
 
     def stats(self) -> IndexStats:
         return IndexStats(self.path, self.persistent, self.watermark, self.lines, self.count, len(self.corrupt),
@@ -146,6 +152,10 @@ class LogIndex(IdColumns):
             "corrupt": [[c.line, c.offset, c.length, c.reason] for c in self.corrupt],
             "groups": self.groups.to_state(),
             "fields": self.names.to_state(),
+            "overlay": self.overlay.to_state(),
+            "hidden": sorted(self.hidden),
+            "superseded": sorted(self.superseded),
+            "resumes": sorted(self.resumes),
             "ids": {"generation": self.generation, "count": self.count, "length": self.ids_length,
                     "sorted": [self.sorted_name, self.sorted_count, self.crcs.get("sorted", 0)],
                     "crc": {column: self.crcs.get(column, 0) for column in _COLUMNS}},
@@ -165,6 +175,10 @@ class LogIndex(IdColumns):
         self.corrupt = [CorruptLine(int(a), int(b), int(c), str(d)) for a, b, c, d in state["corrupt"]]
         self.groups.load_state(state["groups"])
         self.names = FieldNames.from_state(state["fields"])
+        self.overlay = Overlay.from_state(state["overlay"])
+        self.hidden = set(map(int, state["hidden"]))
+        self.superseded = set(map(int, state["superseded"]))
+        self.resumes = set(map(int, state["resumes"]))
         ids = state["ids"]
         self.generation, self.count, self.ids_length = str(ids["generation"]), int(ids["count"]), int(ids["length"])
         self.sorted_name, self.sorted_count = str(ids["sorted"][0]), int(ids["sorted"][1])
@@ -322,7 +336,54 @@ class LogIndex(IdColumns):
         new_corrupt = self._fold(segment)
         self._fingerprint = fingerprint(fd, self.watermark)
         self._save(segment)
+        if segment.resumes or any(edit.kind in VISIBILITY_KINDS for edit in segment.edits) or (
+                segment.runs and self._logs_a_deleted_id(segment)):
+            self._reaggregate()
+            self._save(None)
         return new_corrupt
+
+    def _logs_a_deleted_id(self, segment: Segment) -> bool:
+        """Whether the segment holds a run whose id an earlier edit deleted (an edit naming a run
+        before its line: the merge rule applies it all the same)."""
+        deleted = self.overlay.deleted()
+        if not deleted:
+            return False
+        keys = bytes(segment.ids).split(b"\n")
+        return any(id_from_key(key) in deleted for key in keys if key)
+
+    _AGGREGATES = ("groups",)
+    """What a rescan without the hidden records replaces (the id map and corrupt lines stay)."""
+
+    def _reaggregate(self) -> None:
+        """Recompute the answers without hidden records, after a deletion, restore or resume.
+
+        A deleted run must leave every top list and statistic, and a superseded record must give
+        way to its run's newer one; the exact statistics of what remains are those of a rescan
+        that skips them (the reducers cannot subtract bit-exactly), so that is what this is.
+        """
+        hidden: set[int] = set()
+        deleted = self.overlay.deleted()
+        if deleted:
+            hidden.update(self.suspect_offsets(sorted(deleted)))
+        if self.resumes:
+            from exptrack.store.index.idmap import read_run_at
+
+            resumed = {read_run_at(self.log_path, offset).run_id for offset in self.resumes}
+            latest: dict[str, int] = {}
+            records: list[tuple[str, int]] = []
+            for offset in self.suspect_offsets(sorted(resumed)):
+                run_id = read_run_at(self.log_path, offset).run_id
+                if run_id in resumed:
+                    records.append((run_id, offset))
+                    latest[run_id] = max(latest.get(run_id, -1), offset)
+            self.superseded = {offset for run_id, offset in records if offset != latest[run_id]}
+            hidden.update(self.superseded)
+        self.hidden = hidden
+        exclude = {c.offset: c.reason for c in self.corrupt if c.reason.startswith("duplicate run_id")}
+        exclude.update(dict.fromkeys(hidden, ""))  # "": leave out without reporting
+        fresh = LogIndex.of_segment(parallel.scan_parallel(self.log_path, 0, self.watermark, exclude=exclude))
+        for name in self._AGGREGATES:
+            setattr(self, name, getattr(fresh, name))
 
     def _mismatch(self, fd: int, info: os.stat_result) -> str:
         """Why the loaded state does not describe this log ('' when it does)."""
@@ -345,6 +406,8 @@ class LogIndex(IdColumns):
         self.watermark = segment.end
         self.unchecked += segment.unchecked
         self.names.merge(segment.names)
+        self.overlay.extend(segment.edits)
+        self.resumes.update(segment.resumes)
         for key, runs in segment.groups.items():
             self.groups.group(key).runs += runs
         for key, parts in segment.metrics.items():

@@ -6,10 +6,12 @@ The facade stays thin: validation lives in ``record``, bytes in ``codec``, the l
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +336,89 @@ class ExperimentTracker(StoreReader):
             logger.info("%s %s", edit.kind, ", ".join(edit.runs[:5]) + (" ..." if len(edit.runs) > 5 else ""),
                         extra=self._log_extra)
 
+    # -- compaction ----------------------------------------------------------------------------
+
+    def compact(self, *, dry_run: bool = False) -> dict[str, Any]:
+        """Rewrite the log without deleted runs and with edits folded in; remove what no run uses.
+
+        Safe while other processes write and read: the log's lock is held while the new log is
+        written and renamed over the old one (writers wait, then append to the new file; readers
+        see the old file or the new one, each complete).  Afterwards the artifacts and history
+        files that no remaining run references are removed (those of live runs are kept).
+
+        Returns:
+            What was (or, with ``dry_run``, would be) removed: ``runs_removed``, ``removed_ids``,
+            ``edits_folded``, ``lines_dropped``, ``bytes_before``, ``bytes_after``,
+            ``blobs_removed``, ``blob_bytes``, ``history_removed``.
+        """
+        from exptrack.store import compact
+
+        plan = compact.Plan()
+        with self._journal.locked():
+            index = self._indexed()
+            if index is None:
+                raise StorageError(0, "read the log to compact it", self.runs_path)
+            skip = set(index.superseded)
+            skip.update(c.offset for c in index.corrupt if c.reason.startswith("duplicate run_id"))
+            end = index.size_seen
+            plan.bytes_before = end
+            lines = compact.compacted_lines(str(self.runs_path), end, index.overlay, skip, plan, _blob_refs)
+            compact.rewrite(str(self.runs_path), lines, plan, dry_run=dry_run)
+        blobs, blob_bytes, histories = self._unreferenced(plan, dry_run=dry_run)
+        result = {
+            "runs_removed": plan.runs_removed, "removed_ids": plan.removed_ids, "runs_kept": plan.runs_kept,
+            "edits_folded": plan.edits_folded, "lines_dropped": plan.lines_dropped,
+            "bytes_before": plan.bytes_before, "bytes_after": plan.bytes_after,
+            "blobs_removed": blobs, "blob_bytes": blob_bytes, "history_removed": histories, "dry_run": dry_run,
+        }
+        logger.info("compacted %s: %s", self.runs_path, {k: v for k, v in result.items() if k != "removed_ids"},
+                    extra=self._log_extra)
+        return result
+
+    def _unreferenced(self, plan: Any, *, dry_run: bool) -> tuple[int, int, int]:
+        """Remove (or count) blobs and history files no kept run references; live runs' are kept."""
+        from exptrack.store.fsio import fs
+
+        live_ids: set[str] = set()
+        live_blobs: set[str] = set()
+        active = self.store / "active"
+        if active.is_dir():
+            for marker in active.glob("*.json"):
+                live_ids.add(marker.stem)
+                try:
+                    info = codec.loads(marker.read_bytes())
+                except (OSError, ValueError):
+                    continue
+                for ref in (info.get("artifacts") or {}).values() if isinstance(info, dict) else ():
+                    if isinstance(ref, dict) and isinstance(ref.get("sha256"), str):
+                        live_blobs.add(ref["sha256"])
+        blobs = blob_bytes = histories = 0
+        root = self.store / "artifacts"
+        for top in sorted(root.iterdir()) if root.is_dir() else ():
+            if not top.is_dir() or len(top.name) != 2:
+                continue
+            for blob in top.iterdir():
+                name = blob.name
+                if len(name) != 64 or name in plan.references or name in live_blobs or (
+                        live_ids and _younger_than(blob, 60.0)):  # a live run may not have listed it yet
+                    continue
+                with contextlib.suppress(OSError):
+                    size = blob.stat().st_size
+                    if not dry_run:
+                        fs().unlink(str(blob))
+                    blobs += 1
+                    blob_bytes += size
+        history = self.store / "history"
+        for path in sorted(history.glob("*.jsonl")) if history.is_dir() else ():
+            run_id = path.name[: -len(".jsonl")]
+            if run_id in plan.kept_ids or run_id in live_ids:
+                continue
+            with contextlib.suppress(OSError):
+                if not dry_run:
+                    fs().unlink(str(path))
+                histories += 1
+        return blobs, blob_bytes, histories
+
     # -- reading -------------------------------------------------------------------------------
 
     # -- the index -----------------------------------------------------------------------------
@@ -357,12 +442,16 @@ class ExperimentTracker(StoreReader):
         capture: bool | Sequence[str] = True,
         name: str | None = None,
         directions: Mapping[str, str] | None = None,
+        experiment: str | None = None,
+        resume: str | None = None,
+        step: int | None = None,
     ) -> ActiveRun:
         """A run that records what made its result; use it as ``with tracker.start_run(...) as run``.
 
         Args:
             params: the run's parameters (more with ``run.log_param``).
-            tags: tags, as for :meth:`log_run`; ``name`` adds a ``name=...`` tag.
+            tags: tags, as for :meth:`log_run`.
+            name: the run's readable name (generated from its id when not given).
             data: files or directories the run reads; their content fingerprints are recorded
                 (sha256 per file, one tree hash, DVC's md5 when a ``.dvc``/``dvc.lock`` names them).
             seed: the random seed(s) the run uses (an int or a mapping of named seeds).
@@ -370,12 +459,20 @@ class ExperimentTracker(StoreReader):
                 ``("code", "system", "packages", "invocation", "data")``.  No part can fail the run.
             directions: which way is better for some metrics (``{"loss": "min"}``), stored with
                 the run as for :meth:`log_run`.
+            experiment: the experiment to log into (default: the tracker's, else ``"default"``).
+            resume: continue this run (an id, prefix or name): a killed or failed run restarted
+                from a checkpoint.  It keeps its id, params, tags, name and artifacts; its history
+                continues after its last step, or from ``step`` (points at or after ``step`` are
+                dropped).  Its end appends a record that supersedes the earlier one.
 
         The run ends ``finished``, ``failed`` (an exception), ``killed`` (Ctrl-C, SIGTERM) or
         ``pruned`` (``run.prune()`` or ``raise exptrack.Pruned`` in the block).
         """
+        if step is not None and resume is None:
+            raise InvalidRecordError("step= continues a resumed run: pass resume=RUN too", "step")
+        previous = self.get_run(resume) if resume is not None else None
         return ActiveRun(self, params=params, tags=tags, data=data, seed=seed, capture=capture, name=name,
-                         directions=directions)
+                         directions=directions, experiment=experiment, resume=previous, step=step)
 
     def load_artifact(self, run_id: str, name: str) -> bytes:
         """An artifact's bytes, verified against its sha256 (``pickle.loads`` them for a model).
@@ -439,7 +536,12 @@ class ExperimentTracker(StoreReader):
         held and the metric history it had.  A run whose line is already in the log (its process
         died between the append and removing the marker) is not logged again.
         """
-        return recover_runs(self.store, lambda: {run.run_id for run in self.runs()}, self._append_run)
+        return recover_runs(self.store, self._times_resumed, self._append_run)
+
+    def _times_resumed(self) -> dict[str, int]:
+        """Every run id in the log (deleted ones too) and how many times its latest record was resumed."""
+        return {run.run_id: run.extra.get("resumed", 0) if type(run.extra.get("resumed")) is int else 0
+                for run in self.runs(include_deleted=True)}
 
     def _append_run(self, **fields: Any) -> Run:
         run = build_run(**fields)
@@ -462,6 +564,25 @@ class ExperimentTracker(StoreReader):
     # -- internals -----------------------------------------------------------------------------
 
 
+
+
+def _blob_refs(run: Run) -> Iterator[str]:
+    """The blobs a run points to: its artifacts and its package list."""
+    listed = run.extra.get("artifacts")
+    if isinstance(listed, Mapping):
+        for ref in listed.values():
+            if isinstance(ref, Mapping) and isinstance(ref.get("sha256"), str):
+                yield ref["sha256"]
+    system = run.extra.get("system")
+    if isinstance(system, Mapping) and isinstance(system.get("packages_sha256"), str):
+        yield system["packages_sha256"]
+
+
+def _younger_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except OSError:
+        return True
 
 
 def _chunked(kind: str, run_ids: Sequence[str]) -> list[Edit]:

@@ -109,3 +109,27 @@ def experiments(ctx: click.Context, as_json: bool) -> None:
         return
     columns = ["experiment", "runs", "finished", "last_activity"]
     click.echo(render(found, columns), nl=False)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Print what would be removed; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@click.pass_context
+def gc(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
+    """Compact the store: drop deleted runs, fold edits into their runs, remove unused artifacts.
+
+    Safe while other processes log and query: the new log is swapped in atomically and writers
+    move to it.  Deleted runs are gone for good afterwards (`restore` cannot bring them back).
+    """
+    report = _open(ctx).compact(dry_run=dry_run)
+    if as_json:
+        _echo_json(report)
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {report['runs_removed']} deleted run(s), folded {report['edits_folded']} edit(s), "
+               f"dropped {report['lines_dropped']} superseded/duplicate line(s)")
+    click.echo(f"log: {report['bytes_before']:,} -> {report['bytes_after']:,} bytes")
+    click.echo(f"{verb} {report['blobs_removed']} artifact blob(s) ({report['blob_bytes']:,} bytes) and "
+               f"{report['history_removed']} history file(s)")
+    for run_id in report["removed_ids"][:20] if dry_run else ():
+        click.echo(f"  {run_id}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from exptrack.live.history import MetricHistory, read_history
@@ -17,7 +17,7 @@ from exptrack.store import codec
 from exptrack.store.record import Run, is_safe_run_id
 
 
-def recover_runs(store: Path, logged_ids: Callable[[], set[str]], append: Callable[..., Run]) -> list[Run]:
+def recover_runs(store: Path, logged_ids: Callable[[], Mapping[str, int]], append: Callable[..., Run]) -> list[Run]:
     """Log as ``killed`` every live run whose process died without finishing (SIGKILL, power loss).
 
     A run leaves a marker in ``<store>/active`` while it lives; a marker whose pid no longer
@@ -29,7 +29,7 @@ def recover_runs(store: Path, logged_ids: Callable[[], set[str]], append: Callab
     recovered: list[Run] = []
     active = store / "active"
     host = socket.gethostname()
-    logged: set[str] | None = None  # run ids in the log, read only if a marker is claimed
+    logged: Mapping[str, int] | None = None  # run id -> times resumed, read only if a marker is claimed
     for marker in sorted(active.glob("*.json")) if active.is_dir() else ():
         try:
             info = codec.loads(marker.read_bytes())
@@ -47,7 +47,8 @@ def recover_runs(store: Path, logged_ids: Callable[[], set[str]], append: Callab
         run_id = marker.stem
         if logged is None:
             logged = logged_ids()
-        if run_id in logged:
+        resumed: int = info["resumed"] if type(info.get("resumed")) is int else 0
+        if run_id in logged and logged[run_id] >= resumed:  # its (latest) record is in the log already
             claimed.unlink(missing_ok=True)
             capture_file(store, run_id).unlink(missing_ok=True)
             continue
@@ -63,6 +64,8 @@ def recover_runs(store: Path, logged_ids: Callable[[], set[str]], append: Callab
         extra = recovered_extra(store, info)
         died = f"pid {info.get('pid')} ended without finishing the run"
         extra["error"] = {"type": "ProcessDied", "message": died}
+        if resumed:
+            extra["resumed"] = resumed
         if history:
             extra["history"] = {name: h.to_dict() for name, h in history.items()}
         try:

@@ -93,6 +93,9 @@ class ActiveRun:
         capture: bool | Sequence[str],
         name: str | None,
         directions: Mapping[str, str] | None = None,
+        experiment: str | None = None,
+        resume: Run | None = None,
+        step: int | None = None,
     ) -> None:
         self.tracker = tracker
         self.run_id = new_run_id()
@@ -100,7 +103,9 @@ class ActiveRun:
         self.params: dict[str, Any] = normalize_value(dict(params or {}), "params")
         self.tags: list[str] = list(normalize_tags(tags))
         self.name = check_name(name) if name is not None else generated_name(self.run_id)
-        self.experiment: str = getattr(tracker, "experiment", None) or DEFAULT_EXPERIMENT
+        self.experiment: str = check_name(experiment, "experiment") if experiment is not None else (
+            getattr(tracker, "experiment", None) or DEFAULT_EXPERIMENT)
+        self._resumed = 0  # how many times this run was resumed (its new record says so)
         self.metrics: dict[str, float] = {}
         self.history: dict[str, MetricHistory] = {}
         self.artifacts: dict[str, dict[str, object]] = {}
@@ -132,6 +137,44 @@ class ActiveRun:
         self._pid = os.getpid()
         self._process = process_token(self._pid)
         self._live = False  # capture done and saved: later changes are copied into the marker
+        if resume is not None:
+            self._resume(resume, step, params, tags, name)
+
+    def _resume(self, run: Run, step: int | None, params: Mapping[str, object] | None,
+                tags: Sequence[str] | Mapping[str, object] | None, name: str | None) -> None:
+        """Continue ``run``: same id, params, tags, name, experiment and artifacts; its history
+        continues after its last step, or from ``step`` (later points are dropped: a restart from
+        an earlier checkpoint gives the curve it will actually follow)."""
+        from exptrack.live.history import read_history
+        from exptrack.live.markers import write_whole
+
+        self.run_id, self.timestamp = run.run_id, run.timestamp
+        self.params = {**run.params, **self.params}
+        self.tags = list(dict.fromkeys([*run.tags, *normalize_tags(tags)]))
+        self.name = check_name(name) if name is not None else run.name
+        self.experiment = run.experiment
+        self.metrics = dict(run.metrics)
+        self.artifacts = {str(k): dict(v) for k, v in (run.extra.get("artifacts") or {}).items()}
+        if isinstance(run.extra.get("directions"), Mapping):
+            self._extra.setdefault("directions", dict(run.extra["directions"]))
+        previous = run.extra.get("resumed")
+        self._resumed = (previous if type(previous) is int else 0) + 1
+        self._history_path = self.tracker.store / "history" / f"{self.run_id}.jsonl"
+        self._marker = self.tracker.store / "active" / f"{self.run_id}.json"
+        self._capture_file = capture_file(self.tracker.store, self.run_id)
+        first = None if step is None else _step(step, "resume")
+        points = list(read_history(self._history_path))
+        kept = [p for p in points if first is None or int(p.get("step", 0)) < first]
+        if len(kept) != len(points):
+            write_whole(self._history_path, b"".join(codec.dumps(p) + b"\n" for p in kept))
+            for gone in {str(p.get("name")) for p in points} - {str(p.get("name")) for p in kept}:
+                self.metrics.pop(gone, None)  # every point of it came after the restart step
+        for point in kept:
+            metric, value, at = str(point["name"]), float(point["value"]), int(point["step"])
+            self.history.setdefault(metric, MetricHistory()).add(value, at)
+            self._steps[metric] = at
+            self._stepped.add(metric)
+            self.metrics[metric] = value
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -195,6 +238,8 @@ class ActiveRun:
             extra["artifacts"] = dict(self.artifacts)
         if error is not None:
             extra["error"] = {"type": type(error).__qualname__, "message": str(error)[:2000]}
+        if self._resumed:
+            extra["resumed"] = self._resumed  # the record supersedes the run's earlier one
         self._close_history()
         required = self.tracker.required_metrics if status == "finished" else ()
         try:
@@ -356,6 +401,8 @@ class ActiveRun:
             "host": socket.gethostname(), "params": self.params, "tags": self.tags,
             "name": self.name, "experiment": self.experiment,
         }
+        if self._resumed:
+            marker["resumed"] = self._resumed
         if self.artifacts:
             marker["artifacts"] = self.artifacts
         try:

@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from exptrack.errors import LockTimeoutError, StorageError
 from exptrack.store.fsio import FILE_MODE, fs
@@ -87,6 +87,7 @@ class Journal:
             raise ValueError(f"lock_timeout must be a positive finite number of seconds, not {lock_timeout!r}")
         self.last_lock_wait = 0.0
         self._fd = -1
+        self._retired: list[int] = []  # descriptors of logs gc replaced (closed by close())
         self._lock_fd = -1
         self._pid = -1
         self._mark_key = _CHECK
@@ -142,13 +143,14 @@ class Journal:
 
     def _close_descriptors(self) -> None:
         if self._pid == os.getpid():
-            for fd in (self._fd, self._lock_fd):
+            for fd in (self._fd, self._lock_fd, *self._retired):
                 if fd >= 0:
                     try:
                         os.close(fd)  # not through fs(): a fault injected here would leak the lock
                     except OSError:
                         logger.debug("closing descriptor %d failed", fd, exc_info=True)
         self._fd = self._lock_fd = -1
+        self._retired = []
         self._pid = -1
 
     def _after_fork_in_child(self) -> None:
@@ -159,11 +161,12 @@ class Journal:
         killed mid-append would block every writer.  The parent's own copy keeps its lock.
         """
         self._thread_lock = threading.Lock()  # another thread may have held it at the fork
-        for fd in (self._fd, self._lock_fd):
+        for fd in (self._fd, self._lock_fd, *self._retired):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._fd = self._lock_fd = -1
+        self._retired = []
         self._pid = -1
 
     # -- the lock ------------------------------------------------------------------------------
@@ -276,7 +279,57 @@ class Journal:
 
     def _append_locked(self, data: bytes) -> int:
         """Append ``data`` with both the thread lock and the file lock held; return its offset."""
+        self._follow_swap()
         return self._write_locked(data)
+
+    def _follow_swap(self) -> None:
+        """Append to the file the log's path names now, not to one ``gc`` replaced.
+
+        Compaction swaps a new log in by ``rename`` while holding the lock; a descriptor opened
+        before it still points at the old, unlinked file, where an append would be lost.  Under
+        the lock, before each append, the descriptor's (device, inode) is compared with the
+        path's (two ``stat`` calls, ~2 µs) and the log is reopened when they differ.  The old
+        descriptor is kept open until ``close``: another thread may still be syncing through it.
+        """
+        io = fs()
+        try:
+            now: os.stat_result | None = io.stat(self.path)
+        except FileNotFoundError:
+            now = None  # the log was removed: reopen creates it
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, "append to the run log", self.path) from exc
+        try:
+            mine = io.fstat(self._fd)
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, "append to the run log", self.path) from exc
+        if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+            return
+        try:
+            fd = io.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            identity = io.fstat(fd)
+        except OSError as exc:
+            raise StorageError(exc.errno or 0, "reopen the run log", self.path) from exc
+        logger.info("%s was replaced (compacted); appending to the new file", self.path)
+        self._retired.append(self._fd)
+        self._fd = fd
+        self._mark_key = (_CHECK ^ identity.st_ino ^ (identity.st_dev << 40)) & 0xFFFF_FFFF_FFFF_FFFF
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the log's lock (both the thread and the file lock) for a whole operation: what
+        ``gc`` does while it writes the compacted log, so that no append can slip between."""
+        started = time.monotonic()
+        if not self._thread_lock.acquire(timeout=self.lock_timeout):
+            raise LockTimeoutError(self.lock_path, self.lock_timeout, f"another thread of pid {os.getpid()}")
+        try:
+            self._ensure_open()
+            self._acquire(self.lock_timeout - (time.monotonic() - started))
+            try:
+                yield
+            finally:
+                self._release()
+        finally:
+            self._thread_lock.release()
 
     def _write_locked(self, data: bytes) -> int:
         io = fs()

@@ -51,6 +51,14 @@ def run_quick(script: str) -> str:
              "10,000 runs", "peak", "answers agree: yes"],
             id="listing",
         ),
+        pytest.param(
+            "lifecycle.py",
+            ["set_tags (one run)", "set_note (one run)", "delete_runs (the best run)",
+             "first best_run after it (recompute)", "gc (compact, fresh process)",
+             "limit: plain copy of the log + fsync", "gc peak RSS", "plain copy peak RSS", "3,000 runs",
+             "answers checked"],
+            id="lifecycle",
+        ),
     ],
 )
 def test_benchmark_quick_mode_prints_its_table(script: str, expected: list[str]) -> None:

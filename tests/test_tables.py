@@ -103,7 +103,7 @@ def test_tags_are_shown_and_none_differs_from_missing(store: Path, mixed: list[R
 def test_columns_of_a_run_with_100000_params_are_all_listed() -> None:
     run = Run(run_id="wide", timestamp="t", params={f"p{i}": i for i in range(100_000)}, metrics={"m": 1.0})
     columns = run_columns([run, run])
-    assert len(columns) == 3 + 1 + 100_000
+    assert len(columns) == 4 + 1 + 100_000  # run_id, name, timestamp, status; one metric; every param
     out = render([run], columns, width=100)
     assert len(out.splitlines()[0]) <= 100
     assert "+99,9" in out  # the count of what did not fit

@@ -34,8 +34,8 @@ def export(ctx: click.Context, fmt: str | None, output: Path | None, where: str 
            include_deleted: bool) -> None:
     """Export runs as CSV, JSON Lines or Parquet, streaming in constant memory.
 
-    CSV and Parquet have one row per run: run_id, timestamp, status, tags, then metrics.NAME and
-    params.NAME columns.  A progress bar is shown on a terminal (never when the output is piped).
+    CSV and Parquet have one row per run: run_id, timestamp, status, tags, name, experiment, note,
+    then metrics.NAME and params.NAME columns.  A progress bar is shown on a terminal (never when the output is piped).
     """
     from exptrack.query.where import compile_where
 

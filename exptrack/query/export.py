@@ -2,7 +2,8 @@
 
 JSON Lines keeps each record as stored (one object per line, ``NaN``/``Infinity`` as strings, as
 ``runs --json`` prints them).  CSV, Parquet and pandas are *flat*: one row per run, with the columns
-``run_id``, ``timestamp``, ``status``, ``tags``, then ``metrics.<name>`` and ``params.<name>``
+``run_id``, ``timestamp``, ``status``, ``tags``, ``name``, ``experiment``, ``note``, then
+``metrics.<name>`` and ``params.<name>``
 (nested params flatten to dotted names, ``params.optimizer.lr``, and a key holding a dot is
 backquoted, ``params.`a.b```, so no two values share a column: see ``query.columns``).
 
@@ -45,7 +46,7 @@ Progress = Callable[[int, int], None]
 RunSource = Callable[[], Iterable["Run"]]
 """Returns a fresh iterator over the runs to export each time it is called (one per pass)."""
 
-FIXED_COLUMNS = ("run_id", "timestamp", "status", "tags")
+FIXED_COLUMNS = ("run_id", "timestamp", "status", "tags", "name", "experiment", "note")
 ROW_GROUP = 16_384  # Parquet rows per row group: bounds the memory of one batch of columns
 _PROGRESS_EVERY = 2048  # runs between progress reports: a bar redraw costs more than a run
 
@@ -220,7 +221,8 @@ def write_csv(source: RunSource, out: IO[str], *, progress: Progress | None = No
         metrics = run.metrics
         params = flat_params(run)
         writer.writerow([
-            run.run_id, run.timestamp, run.status, csv_tags(run.tags),
+            run.run_id, run.timestamp, run.status, csv_tags(run.tags), run.name, run.experiment,
+            _note(run) or "",
             *(cell(metrics.get(m)) for m in metric_names),
             *(cell(params.get(p)) for p in param_names),
         ])
@@ -291,6 +293,9 @@ def write_parquet(source: RunSource, out: str | IO[bytes], *, progress: Progress
         pa.field("timestamp", pa.timestamp("us", tz="UTC") if stamps else pa.string()),
         pa.field("status", pa.string()),
         pa.field("tags", pa.list_(pa.string())),
+        pa.field("name", pa.string()),
+        pa.field("experiment", pa.string()),
+        pa.field("note", pa.string()),
         *(pa.field(c, pa.float64()) for c in metric_columns),
         *(pa.field(name, arrow_types[kind]) for name, kind in param_kinds.items()),
     ]
@@ -305,6 +310,9 @@ def write_parquet(source: RunSource, out: str | IO[bytes], *, progress: Progress
                 "timestamp": [_utc(r.timestamp) if stamps else r.timestamp for r in batch],
                 "status": [r.status for r in batch],
                 "tags": [list(r.tags) for r in batch],
+                "name": [r.name for r in batch],
+                "experiment": [r.experiment for r in batch],
+                "note": [_note(r) for r in batch],
             }
             for m, c in zip(metric_names, metric_columns):
                 data[c] = [_float_or_none(r.metrics.get(m)) for r in batch]
@@ -357,6 +365,12 @@ def export_runs(source: RunSource, fmt: ExportFormat, out: IO[bytes], *, progres
     raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
+def _note(run: Run) -> str | None:
+    """The run's note (set by ``set_note``; merged by the reader), or None."""
+    note = run.extra.get("note")
+    return note if type(note) is str else None
+
+
 def to_pandas(runs: Iterable[Run]) -> pd.DataFrame:
     """One row per run with the flat columns of :func:`write_csv`; metrics are ``float64``.
 
@@ -373,6 +387,9 @@ def to_pandas(runs: Iterable[Run]) -> pd.DataFrame:
         fixed["timestamp"].append(run.timestamp)
         fixed["status"].append(run.status)
         fixed["tags"].append(list(run.tags))
+        fixed["name"].append(run.name)
+        fixed["experiment"].append(run.experiment)
+        fixed["note"].append(_note(run))
         for name, value in run.metrics.items():
             column = metrics.get(name)
             if column is None:

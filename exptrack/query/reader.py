@@ -534,7 +534,8 @@ class StoreReader:
     def to_pandas(self, where: Where = None) -> pd.DataFrame:
         """The runs (those matching ``where``) as a pandas DataFrame, one row per run.
 
-        Columns: ``run_id``, ``timestamp``, ``status``, ``tags``, then ``metrics.<name>``
+        Columns: ``run_id``, ``timestamp``, ``status``, ``tags``, ``name``, ``experiment``,
+        ``note``, then ``metrics.<name>``
         (``float64``; NaN where a run lacks the metric) and ``params.<name>`` (nested params
         flattened to dotted names), as ``exptrack export --format csv`` writes them.
 

@@ -30,7 +30,7 @@ from exptrack.errors import InvalidRecordError
 from ._common import numeric_metrics, storable
 
 if TYPE_CHECKING:
-    from exptrack.run import ActiveRun
+    from exptrack.live.run import ActiveRun
 
 __all__ = ["ExptrackCallback"]
 

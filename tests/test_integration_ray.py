@@ -60,11 +60,12 @@ def by_x(runs: list[Run]) -> dict[int, Run]:
 
 def test_one_run_per_trial_and_best_is_tunes(local_ray: None, store: Path, tmp_path: Path) -> None:
     space = {"x": tune.grid_search([0, 1, 2, 3, 4, 5]), "optimizer": {"name": "sgd", "lr": 0.1}}
-    results = run_tuner(store, tmp_path, bowl, space, directions={"loss": "min"})
+    results = run_tuner(store, tmp_path, bowl, space, directions={"loss": "min"}, experiment="tune-bowl")
     tracker = ExperimentTracker(store)
     runs = list(tracker.runs())
     assert len(runs) == len(results) == 6
     assert len({run["ray"]["trial_id"] for run in runs}) == 6
+    assert {run["experiment"] for run in runs} == {"tune-bowl"}
     logged = by_x(runs)
     for result in results:
         run = logged[result.config["x"]]
@@ -87,11 +88,6 @@ def test_one_run_per_trial_and_best_is_tunes(local_ray: None, store: Path, tmp_p
     assert cli_best.exit_code == 0, cli_best.output
     assert json.loads(cli_best.stdout)["run_id"] == best.run_id
     assert all(run["ray"]["hostname"] for run in runs if run.status == "finished")
-
-
-def test_runs_go_to_the_named_experiment(local_ray: None, store: Path, tmp_path: Path) -> None:
-    run_tuner(store, tmp_path, bowl, {"x": tune.grid_search([1, 2])}, experiment="tune-bowl")
-    assert {run["experiment"] for run in ExperimentTracker(store).runs()} == {"tune-bowl"}
 
 
 def test_a_bad_direction_is_a_clear_error(store: Path) -> None:

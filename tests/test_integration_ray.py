@@ -77,6 +77,7 @@ def test_one_run_per_trial_and_best_is_tunes(local_ray: None, store: Path, tmp_p
             assert run.metrics["training_iteration"] == ITERATIONS
             points = tracker.history(run.run_id, "loss")
             assert [p["step"] for p in points] == [1, 2, 3]
+            assert all(p["time"] > 0 for p in points)  # when the trial reported it
             assert [p["value"] for p in points] == [(result.config["x"] - 3) ** 2 + k for k in (2, 1, 0)]
         else:
             assert run.status == "failed"

@@ -105,7 +105,7 @@ def test_halving_keeps_one_run_per_candidate_and_prunes_the_eliminated(tracker: 
     assert best["sklearn"]["index"] == search.best_index_
     points = tracker.history(best.run_id, "mean_test_score")
     assert [p["step"] for p in points] == list(range(last + 1))
-    assert [p["n_resources"] for p in points] == sorted(set(results["n_resources"].tolist()))
+    assert best["sklearn"]["resources"] == sorted(set(results["n_resources"].tolist()))
     assert points[-1]["value"] == best.metrics["mean_test_score"]
 
 

@@ -80,7 +80,7 @@ class ExptrackCallback:
             for name, direction in zip(names, study.directions)
         }
         history = {
-            names[0]: [{"step": step, "value": value} for step, value in sorted(trial.intermediate_values.items())]
+            names[0]: sorted(trial.intermediate_values.items())  # (step, value) points
         } if trial.intermediate_values else None
         section: dict[str, Any] = {"study": study.study_name, "trial": trial.number}
         if trial.datetime_start is not None:

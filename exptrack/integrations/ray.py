@@ -41,12 +41,13 @@ _WHERE = ("node_ip", "hostname", "pid")  # where the trial last ran: kept in the
 class _TrialLog:
     """What the driver has heard of one trial so far."""
 
-    __slots__ = ("history", "last", "started")
+    __slots__ = ("history", "last", "reported", "started")
 
     def __init__(self, started: str) -> None:
         self.started = started
         self.last: Mapping[str, Any] = {}
-        self.history: dict[str, list[dict[str, Any]]] = {}
+        self.reported = 0
+        self.history: dict[str, list[tuple[int, float, float | None]]] = {}  # (step, value, time)
 
 
 class ExptrackLoggerCallback(LoggerCallback):
@@ -105,11 +106,15 @@ class ExptrackLoggerCallback(LoggerCallback):
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         metrics = _metrics(result)
         step = result.get("training_iteration", iteration)
+        moment = metric_value(result.get("timestamp"))  # when the trial reported it (seconds)
         with self._lock:
             log = self._trials.setdefault(trial.trial_id, _TrialLog(utc_timestamp(_now())))
             log.last = result
+            log.reported += 1
             for name, value in metrics.items():
-                log.history.setdefault(name, []).append({"step": int(step), "value": value})
+                if name == "training_iteration":
+                    continue  # it is the step itself
+                log.history.setdefault(name, []).append((int(step), value, moment))
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         with self._lock:
@@ -123,8 +128,7 @@ class ExptrackLoggerCallback(LoggerCallback):
     # -- internals -------------------------------------------------------------------------------
 
     def _log(self, trial: Trial, log: _TrialLog, failed: bool) -> None:
-        section: dict[str, Any] = {"trial_id": trial.trial_id, "trial_name": str(trial),
-                                   "iterations": len(next(iter(log.history.values()), []))}
+        section: dict[str, Any] = {"trial_id": trial.trial_id, "trial_name": str(trial), "results": log.reported}
         tag = getattr(trial, "experiment_tag", None)
         if tag:
             section["experiment_tag"] = str(tag)
@@ -135,11 +139,10 @@ class ExptrackLoggerCallback(LoggerCallback):
             "status": "failed" if failed else "finished",
             "name": str(trial),
             "timestamp": log.started,
-            "history": {name: points for name, points in log.history.items() if len(points) > 1} or None,
             "extra": {"ray": section},
         }
-        if fields["history"] is None:
-            del fields["history"]
+        if log.history:
+            fields["history"] = log.history
         if failed:
             fields["extra"]["error"] = _error_of(trial)
         if self.directions:

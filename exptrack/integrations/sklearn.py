@@ -147,20 +147,17 @@ class _Candidate:
         if "iter" not in self.results:
             return {}
         return {"iter": int(self.results["iter"][self.rows[-1]]),
-                "n_resources": int(self.results["n_resources"][self.rows[-1]])}
+                "n_resources": int(self.results["n_resources"][self.rows[-1]]),
+                "resources": [int(self.results["n_resources"][row]) for row in self.rows]}  # per iteration
 
-    def history(self, scorers: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        """One point per halving iteration (step = iteration) of each mean test score."""
+    def history(self, scorers: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
+        """One ``(iteration, score)`` point per halving iteration of each mean test score."""
         if "iter" not in self.results:
             return {}
-        history: dict[str, list[dict[str, Any]]] = {}
+        history: dict[str, list[tuple[int, float]]] = {}
         for scorer in scorers:
-            points = []
-            for row in self.rows:
-                value = self.value(f"mean_test_{scorer}", row)
-                if value is not None:
-                    points.append({"step": int(self.results["iter"][row]), "value": value,
-                                   "n_resources": int(self.results["n_resources"][row])})
+            points = [(int(self.results["iter"][row]), value) for row in self.rows
+                      if (value := self.value(f"mean_test_{scorer}", row)) is not None]
             if points:
                 history[f"mean_test_{scorer}"] = points
         return history

@@ -102,7 +102,7 @@ def test_four_threads_log_one_run_per_trial_and_best_is_the_studys(store: Path) 
 
 
 def _optimize_in_process(store: str, journal: str, study_name: str, trials: int, seed: int, barrier: Any,
-                         results: Any) -> None:
+                         results: Any, n_jobs: int = 1) -> None:
     try:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         storage = JournalStorage(JournalFileBackend(journal))
@@ -110,21 +110,21 @@ def _optimize_in_process(store: str, journal: str, study_name: str, trials: int,
                                   sampler=optuna.samplers.RandomSampler(seed=seed), pruner=_pruner())
         tracker = ExperimentTracker(store, durable=False)
         barrier.wait(timeout=HANG_GUARD)
-        study.optimize(objective, n_trials=trials, callbacks=[ExptrackCallback(tracker)], catch=(ValueError,))
+        study.optimize(objective, n_trials=trials, n_jobs=n_jobs, callbacks=[ExptrackCallback(tracker)],
+                       catch=(ValueError,))
         tracker.close()
         results.put((seed, "ok"))
     except BaseException as exc:  # every worker reports, so a failure surfaces in the test
         results.put((seed, f"{type(exc).__name__}: {exc}"))
 
 
-def test_four_processes_sharing_one_journal_log_one_run_per_trial(store: Path, tmp_path: Path) -> None:
-    journal = str(tmp_path / "journal.log")
+def _optimize_in_processes(store: Path, journal: str, workers: int, trials: int, n_jobs: int) -> Any:
+    """``workers`` spawned processes optimise one study on one journal; returns the study."""
     storage = JournalStorage(JournalFileBackend(journal))
-    study = optuna.create_study(study_name="shared", storage=storage)
-    workers, trials = 4, 6
+    optuna.create_study(study_name="shared", storage=storage)
     barrier, results = SPAWN.Barrier(workers), SPAWN.Queue()
     processes = [SPAWN.Process(target=_optimize_in_process,
-                               args=(str(store), journal, "shared", trials, seed, barrier, results))
+                               args=(str(store), journal, "shared", trials, seed, barrier, results, n_jobs))
                  for seed in range(workers)]
     try:
         for process in processes:
@@ -137,7 +137,12 @@ def test_four_processes_sharing_one_journal_log_one_run_per_trial(store: Path, t
                 process.kill()
                 process.join()
     assert outcomes == dict.fromkeys(range(workers), "ok")
-    study = optuna.load_study(study_name="shared", storage=storage)
+    return optuna.load_study(study_name="shared", storage=storage)
+
+
+def test_four_processes_sharing_one_journal_log_one_run_per_trial(store: Path, tmp_path: Path) -> None:
+    workers, trials = 4, 6
+    study = _optimize_in_processes(store, str(tmp_path / "journal.log"), workers, trials, n_jobs=1)
     assert len(study.trials) == workers * trials
     runs = list(ExperimentTracker(store).runs())
     assert len(runs) == workers * trials
@@ -150,6 +155,19 @@ def test_four_processes_sharing_one_journal_log_one_run_per_trial(store: Path, t
                            text=True, timeout=HANG_GUARD, check=False, env=dict(os.environ))
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["run_id"] == best.run_id
+
+
+@pytest.mark.stress
+def test_stress_four_processes_of_four_threads_on_one_journal(store: Path, tmp_path: Path) -> None:
+    workers, trials = 4, 100
+    study = _optimize_in_processes(store, str(tmp_path / "journal.log"), workers, trials, n_jobs=4)
+    runs = list(ExperimentTracker(store).runs())
+    assert len(study.trials) == len(runs) == workers * trials
+    assert_one_run_per_trial(runs, study)
+    assert_best_agrees(store, study)
+    states = Counter(run.status for run in runs)
+    print(f"\n{len(study.trials)} trials, {len(runs)} runs, statuses {dict(states)}, "  # the figures for the report
+          f"best trial {study.best_trial.number} = {study.best_value:.6g} (exptrack agrees)")
 
 
 def test_pruned_and_failed_trials_are_logged_but_never_best(tracker: ExperimentTracker, store: Path) -> None:

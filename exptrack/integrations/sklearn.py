@@ -93,9 +93,9 @@ def log_search(
             items.append(item)
         children = tracker.log_runs(items)
         parent.log_params({"n_candidates": len(candidates), "n_splits": int(search.n_splits_)})
-        best_score = getattr(search, "best_score_", None)
-        if metric_value(best_score) is not None:
-            parent.log_metric("best_score", float(best_score))  # type: ignore[arg-type]
+        best_score = metric_value(getattr(search, "best_score_", None))  # absent when refit is a callable
+        if best_score is not None:
+            parent.log_metric("best_score", best_score)
         if hasattr(search, "refit_time_"):
             parent.log_metric("refit_time", float(search.refit_time_))
         if hasattr(search, "best_index_"):

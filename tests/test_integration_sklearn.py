@@ -162,3 +162,15 @@ def test_an_unfitted_search_or_an_estimator_is_a_clear_error(tracker: Experiment
     with pytest.raises(InvalidRecordError, match="needs a scikit-learn search"):
         log_search(tracker, KNeighborsClassifier().fit(X, Y))  # type: ignore[arg-type]
     assert list(tracker.runs()) == []
+
+
+def test_a_search_without_refit_logs_its_candidates_and_a_parent_without_a_model(tracker: ExperimentTracker) -> None:
+    search = GridSearchCV(KNeighborsClassifier(), GRID, cv=3, scoring=["accuracy", "neg_log_loss"], refit=False)
+    runs = log_search(tracker, search.fit(X, Y))
+    children, parent = runs[:-1], runs[-1]
+    assert len(children) == len(search.cv_results_["params"])
+    assert "best_score" not in parent.metrics
+    assert tracker.artifacts(parent.run_id).keys() <= {"code.patch"}  # no model.pkl: nothing was refitted
+    ranks = search.cv_results_["rank_test_neg_log_loss"]
+    first = int(ranks.argmin())
+    assert tracker.best_run("mean_test_neg_log_loss")["sklearn"]["index"] == first

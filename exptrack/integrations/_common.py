@@ -11,7 +11,11 @@ import datetime as _dt
 import enum
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from exptrack import ExperimentTracker
+    from exptrack.live.run import ActiveRun
 
 _REPR_LIMIT = 500  # a repr is a hint for a person, not data: keep records small
 
@@ -75,3 +79,15 @@ def utc_timestamp(moment: _dt.datetime) -> str:
         moment = moment.astimezone()  # naive means local, as datetime.now() gives it
     utc = moment.astimezone(_dt.timezone.utc)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}Z"
+
+
+def start_run_in(tracker: ExperimentTracker, experiment: str | None, **options: Any) -> ActiveRun:
+    """``tracker.start_run(**options)``, logging into ``experiment`` (None: the tracker's own).
+
+    A live run belongs to its tracker's experiment; an adapter asked for another one sets it on
+    the run before the run starts, rather than opening a second tracker on the same store.
+    """
+    run = tracker.start_run(**options)
+    if experiment is not None:
+        run.experiment = experiment
+    return run

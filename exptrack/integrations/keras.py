@@ -27,7 +27,7 @@ import keras
 from exptrack import ExperimentTracker
 from exptrack.errors import InvalidRecordError
 
-from ._common import numeric_metrics, storable
+from ._common import numeric_metrics, start_run_in, storable
 
 if TYPE_CHECKING:
     from exptrack.live.run import ActiveRun
@@ -99,11 +99,10 @@ class ExptrackCallback(keras.callbacks.Callback):  # type: ignore[misc]  # keras
         if self.run is not None:  # the previous fit raised: nothing else told us
             self._end(FitAbandonedError, FitAbandonedError("fit raised before it ended"), None)
         params = {**self._model_params(), **self.extra_params}
-        scope = {"experiment": self.experiment} if self.experiment is not None else {}
-        run = self.tracker.start_run(
-            params, tags=self.tags, capture=self.capture, name=self.run_name or self.model.name,
+        run = start_run_in(
+            self.tracker, self.experiment, params=params, tags=self.tags, capture=self.capture,
+            name=self.run_name or self.model.name,
             directions={"loss": "min", "val_loss": "min"},  # Keras minimises its loss, whatever its name
-            **scope,
         )
         run.__enter__()
         self.run = run

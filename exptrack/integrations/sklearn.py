@@ -26,7 +26,7 @@ from sklearn.model_selection._search import BaseSearchCV
 from exptrack import ExperimentTracker, Run
 from exptrack.errors import InvalidRecordError
 
-from ._common import metric_value, storable
+from ._common import metric_value, start_run_in, storable
 
 __all__ = ["log_search"]
 
@@ -71,8 +71,8 @@ def log_search(
     if hasattr(search, "best_params_"):
         parent_params["best_params"] = storable(search.best_params_)
     scope = {"experiment": experiment} if experiment is not None else {}
-    with tracker.start_run(parent_params, name=f"{search_name}({estimator_name})",
-                           directions={"best_score": "max"}, **scope) as parent:
+    with start_run_in(tracker, experiment, params=parent_params, name=f"{search_name}({estimator_name})",
+                      directions={"best_score": "max"}) as parent:
         items = []
         for number, candidate in enumerate(candidates):
             metrics = {name: value for name in candidate.metric_names(scorers)

@@ -13,6 +13,7 @@ import pytest
 import ray
 from click.testing import CliRunner
 from ray import tune
+from ray_helpers import signal_handlers_kept
 
 from exptrack import ExperimentTracker, Run
 from exptrack.cli import cli
@@ -28,11 +29,12 @@ ITERATIONS = 3
 def local_ray() -> Iterator[None]:
     # Ray's workers cannot import a test module: ship its trainables by value
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    with signal_handlers_kept():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 def bowl(config: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ import pytest
 import ray
 from ray import tune
 from ray.cluster_utils import Cluster
+from ray_helpers import signal_handlers_kept
 
 from exptrack import ExperimentTracker
 from exptrack.integrations.ray import ExptrackLoggerCallback
@@ -23,15 +24,16 @@ pytestmark = pytest.mark.xdist_group("ray")  # one Ray instance at a time on a s
 @pytest.fixture(scope="module")
 def two_nodes() -> Iterator[Cluster]:
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    try:
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    with signal_handlers_kept():
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        try:
+            cluster.add_node(num_cpus=1)
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+            yield cluster
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
 
 
 def where_am_i(config: dict[str, Any]) -> None:

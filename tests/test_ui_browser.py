@@ -79,6 +79,17 @@ def wait_for(condition: Callable[[], Any], what: str) -> Any:
         time.sleep(0.1)
 
 
+def click(driver: Any, selector: str) -> None:
+    """Click once the element is there; the table may be redrawn under the cursor (a poll, the
+    columns arriving), so a stale element is looked up again."""
+
+    def attempt() -> bool:
+        driver.find_element(By.CSS_SELECTOR, selector).click()
+        return True
+
+    wait_for(attempt, f"a click on {selector}")
+
+
 def rows(driver: Any) -> list[str]:
     return [row.get_attribute("data-run-id") for row in driver.find_elements(By.CSS_SELECTOR, "#runs-table tbody tr")]
 
@@ -156,22 +167,22 @@ def test_live_page(browser: Any, store: Path, tmp_path: Path) -> None:
         assert wait_for(lambda: len(rows(browser)) == len(ids), "all rows again")
 
         # sort by a column (server side)
-        browser.find_element(By.CSS_SELECTOR, '#runs-table th[data-column="metrics.accuracy"]').click()
+        click(browser, '#runs-table th[data-column="metrics.accuracy"]')
         best = tracker.best_run("accuracy").run_id
         assert wait_for(lambda: rows(browser)[0] == best, "the best run first")
 
         # select two runs, open the comparison: differences only by default
         rf_runs = [run.run_id for run in tracker.runs(where="params.model = 'rf'")][:2]
         for run_id in rf_runs:
-            browser.find_element(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"] input[type=checkbox]').click()
-        browser.find_element(By.ID, "compare-selected").click()
+            click(browser, f'tr[data-run-id="{run_id}"] input[type=checkbox]')
+        click(browser, "#compare-selected")
         assert wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr"), "the comparison")
         compared = browser.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")
         fields = {tr.get_attribute("data-field") for tr in compared}
         assert "params.lr" in fields
         assert "metrics.accuracy" in fields
         assert "params.model" not in fields  # the same in both runs
-        browser.find_element(By.ID, "compare-diff-only").click()
+        click(browser, "#compare-diff-only")
         assert wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, '#compare-table tr[data-field="params.model"]'),
                         "all fields")
         browser.save_screenshot(str(tmp_path / "live-compare.png"))
@@ -275,11 +286,11 @@ def test_report_opens_offline_with_the_same_views(browser: Any, store: Path, tmp
     assert rows(browser) == ids[::-1]
     assert XSS_TAG in browser.find_element(By.ID, "runs-table").text
     browser.save_screenshot(str(tmp_path / "report-runs.png"))
-    browser.find_element(By.CSS_SELECTOR, '#runs-table th[data-column="metrics.accuracy"]').click()
+    click(browser, '#runs-table th[data-column="metrics.accuracy"]')
     assert wait_for(lambda: rows(browser)[0] == tracker.best_run("accuracy").run_id, "the report sorted")
     for run_id in ids[:2]:
-        browser.find_element(By.CSS_SELECTOR, f'tr[data-run-id="{run_id}"] input[type=checkbox]').click()
-    browser.find_element(By.ID, "compare-selected").click()
+        click(browser, f'tr[data-run-id="{run_id}"] input[type=checkbox]')
+    click(browser, "#compare-selected")
     assert wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, '#compare-table tr[data-field="params.lr"]'),
                     "the report's comparison")
     check_views(browser, tmp_path, "report")

@@ -208,3 +208,20 @@ class DuplicateRunError(InvalidRecordError):
 
     def __reduce__(self) -> tuple[type[DuplicateRunError], tuple[tuple[str, ...]]]:  # type: ignore[override]
         return (type(self), (self.run_ids,))
+
+
+class ImportSourceError(ExptrackError, ValueError):
+    """A source given to an importer cannot be read as that tool's store; nothing was imported.
+
+    Attributes:
+        source: the source as given (path, URI or storage URL).
+        reason: why it cannot be read, and what to pass instead where that helps.
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"cannot import {source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ImportSourceError], tuple[str, str]]:
+        return (type(self), (self.source, self.reason))

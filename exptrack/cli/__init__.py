@@ -4,6 +4,7 @@ from exptrack.cli import (
     check,  # noqa: F401
     core,  # noqa: F401 - registers the commands on the group
     export,  # noqa: F401
+    imports,  # noqa: F401
     listing,  # noqa: F401
     manage,  # noqa: F401
     repro,  # noqa: F401

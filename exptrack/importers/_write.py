@@ -1,0 +1,88 @@
+"""Append imported runs through ``log_runs``, once each: the part every importer shares.
+
+Idempotence rests on identity, not on remembering imports: each source run maps to one fixed
+exptrack run id, ids already in the store (deleted ones included: a user who deleted an imported
+run does not want it back) are left alone, and the store itself refuses a duplicate id, which
+covers two imports of the same source running at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from exptrack.importers._common import ImportedRun, ImportResult, Skipped
+
+if TYPE_CHECKING:
+    from exptrack.tracker import ExperimentTracker
+
+logger = logging.getLogger(__name__)
+
+BATCH = 256  # runs per log_runs call: one lock acquisition each, bounded memory for big sources
+
+
+def write_runs(
+    tracker: ExperimentTracker, runs: Iterable[ImportedRun | Skipped], *, source: str, warnings: list[str]
+) -> ImportResult:
+    """Append the runs not yet in the store, in batches; return what happened to each."""
+    existing_ids = _existing_ids(tracker)
+    imported: list[str] = []
+    existing: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    experiments: set[str] = set()
+    batch: list[ImportedRun] = []
+    for item in runs:
+        if isinstance(item, Skipped):
+            skipped.append((item.source_id, item.reason))
+            continue
+        if item.run_id in existing_ids:
+            existing.append(item.run_id)
+            continue
+        existing_ids.add(item.run_id)  # a source listing one run twice imports it once
+        experiments.add(item.experiment)
+        batch.append(item)
+        if len(batch) >= BATCH:
+            _flush(tracker, batch, imported, existing)
+    _flush(tracker, batch, imported, existing)
+    for warning in warnings:
+        logger.warning("import of %s: %s", source, warning)
+    return ImportResult(
+        source=source,
+        imported=tuple(imported),
+        existing=tuple(existing),
+        skipped=tuple(skipped),
+        experiments=tuple(sorted(experiments)),
+        warnings=tuple(warnings),
+    )
+
+
+def _existing_ids(tracker: ExperimentTracker) -> set[str]:
+    return {run.run_id for run in tracker.runs()}
+
+
+def _flush(tracker: ExperimentTracker, batch: list[ImportedRun], imported: list[str], existing: list[str]) -> None:
+    if not batch:
+        return
+    tracker.log_runs(_item(run) for run in batch)
+    imported.extend(run.run_id for run in batch)
+    batch.clear()
+
+
+def _item(run: ImportedRun) -> dict[str, Any]:
+    """The ``log_runs`` item for one imported run."""
+    return {
+        "run_id": run.run_id,
+        "timestamp": run.timestamp,
+        "status": run.status,
+        "params": run.params,
+        "metrics": run.metrics,
+        "tags": run.tags,
+        "extra": {"source": run.source},
+    }
+
+
+def _points(run: ImportedRun) -> Iterator[dict[str, Any]]:
+    for name, points in run.history.items():
+        for step, value, moment in points:
+            yield {"name": name, "step": step, "value": value, "time": moment}

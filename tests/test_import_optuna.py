@@ -1,0 +1,241 @@
+"""``exptrack import optuna``: real Optuna studies (RDB and journal storages) come across trial by
+trial, pruned trials never become best, and a re-import adds nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from exptrack import ExperimentTracker
+from exptrack.cli import cli
+from exptrack.errors import ImportSourceError
+from exptrack.importers.optuna import import_optuna, public_location
+
+optuna = pytest.importorskip("optuna")
+
+HANG_GUARD = 300.0  # seconds; only stops a hung subprocess
+STATUS = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed"}
+N_TRIALS = 24
+
+
+def objective(trial: Any) -> float:
+    x = trial.suggest_float("x", -10, 10)
+    trial.suggest_categorical("kind", ["a", "b", None])
+    n = trial.suggest_int("n", 1, 5)
+    trial.set_user_attr("fold", n)
+    trial.set_user_attr("extra", {"nested": [1, 2]})
+    if trial.number == 5:  # pruned with a value better than any finished trial: must never be best
+        trial.report(-100.0, 0)
+        raise optuna.TrialPruned
+    if trial.number in (3, 7):
+        raise ValueError("diverged")
+    for step in range(4):
+        trial.report((x - 2) ** 2 + 3 - step, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned
+    return float((x - 2) ** 2)
+
+
+class Storage:
+    """A storage holding study "search" (minimise; complete, pruned, failed, waiting and running
+    trials) and study "multi" (two named objectives)."""
+
+    def __init__(self, kind: str, directory: Path) -> None:
+        self.kind = kind
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / ("optuna.db" if kind == "rdb" else "journal.log")
+        self.arg = f"sqlite:///{self.path}" if kind == "rdb" else str(self.path)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = self.open()
+        search = optuna.create_study(
+            study_name="search", storage=storage, direction="minimize",
+            sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.ThresholdPruner(upper=40.0),
+        )
+        search.optimize(objective, n_trials=N_TRIALS, catch=(ValueError,))
+        search.enqueue_trial({"x": 2.0, "kind": "a", "n": 1})  # WAITING
+        self.running = search.ask()  # RUNNING: asked, never told
+        multi = optuna.create_study(study_name="multi", storage=storage, directions=["minimize", "maximize"],
+                                    sampler=optuna.samplers.RandomSampler(seed=1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # set_metric_names is marked experimental
+            multi.set_metric_names(["loss", "accuracy"])
+        multi.optimize(lambda t: (t.suggest_float("lr", 0.001, 0.1), 1 - t.suggest_float("d", 0, 0.5)), n_trials=6)
+        self.dispose(storage)
+
+    def open(self) -> Any:
+        if self.kind == "rdb":
+            return optuna.storages.RDBStorage(self.arg)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(self.path)))
+
+    @staticmethod
+    def dispose(storage: Any) -> None:
+        engine = getattr(storage, "engine", None)
+        if engine is not None:
+            engine.dispose()  # close SQLite connections: no ResourceWarning, no open file
+
+    def study(self, name: str) -> Any:
+        storage = self.open()
+        try:
+            return optuna.load_study(study_name=name, storage=storage)
+        finally:
+            self.dispose(storage)
+
+    def finish_running(self) -> None:
+        storage = self.open()
+        study = optuna.load_study(study_name="search", storage=storage)
+        study.tell(self.running.number, 1.5)
+        self.dispose(storage)
+
+
+@pytest.fixture(params=["rdb", "journal"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    return Storage(request.param, tmp_path / "source")
+
+
+def field(run: Any, name: str) -> Any:
+    value = getattr(run, name, None)
+    return value if value is not None else run.get(name)
+
+
+def by_trial(tracker: ExperimentTracker, study: str) -> dict[int, Any]:
+    return {run["source"]["trial_number"]: run for run in tracker.runs() if run["source"]["study"] == study}
+
+
+def test_every_trial_arrives_as_optuna_holds_it(storage: Storage, tracker: ExperimentTracker) -> None:
+    result = import_optuna(tracker, storage.arg, study="search")
+    study = storage.study("search")
+    trials = {t.number: t for t in study.trials}
+    states = {t.state.name for t in trials.values()}
+    assert states == {"COMPLETE", "PRUNED", "FAIL", "WAITING", "RUNNING"}
+    ended = {n: t for n, t in trials.items() if t.state.name in STATUS}
+    assert sorted(result.skipped) == sorted((f"search#{n}", f"unfinished ({t.state.name})")
+                                            for n, t in trials.items() if n not in ended)
+    assert result.experiments == ("search",)
+    runs = by_trial(tracker, "search")
+    assert sorted(runs) == sorted(ended)
+    assert len(result.imported) == len(ended) == N_TRIALS
+    for number, trial in ended.items():
+        run = runs[number]
+        assert run.status == STATUS[trial.state.name]
+        assert field(run, "name") == f"trial-{number}"
+        assert field(run, "experiment") == "search"
+        assert dict(run.params) == trial.params
+        assert dict(run.metrics) == ({} if trial.value is None else {"value": trial.value})
+        start = trial.datetime_start.astimezone(dt.timezone.utc)
+        assert dt.datetime.fromisoformat(run.timestamp.replace("Z", "+00:00")) == start
+        history = tracker.history(run.run_id, "value")
+        assert [(p["step"], p["value"]) for p in history] == sorted(trial.intermediate_values.items())
+        assert run["source"]["user_attrs"] == trial.user_attrs
+        assert f"fold={trial.user_attrs['fold']}" in run.tags
+        assert run["source"]["state"] == trial.state.name
+    assert runs[5].status == "pruned"
+    assert runs[5].metrics == {"value": -100.0}  # Optuna keeps the last reported value of a pruned trial
+
+
+def test_best_equals_optunas_best_trial_and_needs_no_direction(storage: Storage, tracker: ExperimentTracker) -> None:
+    import_optuna(tracker, storage.arg, study="search")
+    best = tracker.best_run("value")  # the study's direction was stored: no mode to give
+    assert best["source"]["trial_number"] == storage.study("search").best_trial.number
+    assert best.status == "finished"
+
+
+def test_every_study_by_default_with_named_objectives(storage: Storage, tracker: ExperimentTracker) -> None:
+    result = import_optuna(tracker, storage.arg)
+    assert result.experiments == ("multi", "search")
+    multi = storage.study("multi")
+    runs = by_trial(tracker, "multi")
+    assert len(runs) == 6
+    for trial in multi.trials:
+        assert dict(runs[trial.number].metrics) == {"loss": trial.values[0], "accuracy": trial.values[1]}
+    best_loss = tracker.best_run("loss", where="params.lr > 0")
+    assert best_loss.metrics["loss"] == min(t.values[0] for t in multi.trials)
+    best_accuracy = tracker.best_run("accuracy", where="params.lr > 0")
+    assert best_accuracy.metrics["accuracy"] == max(t.values[1] for t in multi.trials)
+
+
+def test_importing_again_adds_nothing_until_a_trial_ends(storage: Storage, tracker: ExperimentTracker,
+                                                         store: Path) -> None:
+    first = import_optuna(tracker, storage.arg)
+    before = (store / "runs.jsonl").read_bytes()
+    again = import_optuna(tracker, storage.arg)
+    assert again.imported == ()
+    assert sorted(again.existing) == sorted(first.imported)
+    assert (store / "runs.jsonl").read_bytes() == before
+    storage.finish_running()
+    third = import_optuna(tracker, storage.arg)
+    assert len(third.imported) == 1
+    assert tracker.get_run(third.imported[0])["source"]["trial_number"] == storage.running.number
+
+
+def test_the_same_trials_through_another_path_are_the_same_runs(storage: Storage, tracker: ExperimentTracker,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    first = import_optuna(tracker, storage.arg)
+    monkeypatch.chdir(storage.directory)
+    relative = f"sqlite:///{storage.path.name}" if storage.kind == "rdb" else storage.path.name
+    again = import_optuna(tracker, relative)
+    assert again.imported == ()
+    assert sorted(again.existing) == sorted(first.imported)
+
+
+def test_unknown_study_names_the_studies(storage: Storage, tracker: ExperimentTracker) -> None:
+    with pytest.raises(ImportSourceError, match=r"no study 'serch' in it \(studies: multi, search\)"):
+        import_optuna(tracker, storage.arg, study="serch")
+
+
+@pytest.mark.parametrize("kind", ["rdb", "journal"])
+def test_a_missing_storage_is_an_error_and_creates_nothing(kind: str, tmp_path: Path,
+                                                           tracker: ExperimentTracker) -> None:
+    path = tmp_path / ("missing.db" if kind == "rdb" else "missing.log")
+    with pytest.raises(ImportSourceError, match=r"^cannot import "):
+        import_optuna(tracker, f"sqlite:///{path}" if kind == "rdb" else str(path))
+    assert not path.exists()
+
+
+def test_a_storage_that_is_not_optunas_is_an_error(tmp_path: Path, tracker: ExperimentTracker) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)
+    with pytest.raises(ImportSourceError, match="not a readable Optuna storage"):
+        import_optuna(tracker, f"sqlite:///{junk}")
+
+
+def test_a_password_never_reaches_the_store() -> None:
+    assert public_location("postgresql://alice:s3cr@t@db.example/optuna") == "postgresql://alice:***@db.example/optuna"
+    assert public_location("mysql://bob@db/optuna") == "mysql://bob@db/optuna"
+    assert public_location("sqlite:///x.db") == "sqlite:///x.db"
+
+
+# -- the command line --------------------------------------------------------------------------------
+
+
+def test_cli_imports_one_study(storage: Storage, store: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--store", str(store), "import", "optuna", storage.arg, "--study", "search"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"imported {N_TRIALS} run(s) from {storage.arg} into experiment(s) search")
+    assert "1 unfinished (RUNNING), 1 unfinished (WAITING)" in result.stdout
+    best = runner.invoke(cli, ["--store", str(store), "best", "value", "--json"])
+    assert best.exit_code == 0, best.output
+    assert json.loads(best.stdout)["source"]["trial_number"] == storage.study("search").best_trial.number
+
+
+def test_cli_unknown_study_exits_1(storage: Storage, store: Path) -> None:
+    result = CliRunner().invoke(cli, ["--store", str(store), "import", "optuna", storage.arg, "--study", "x"])
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_installed_script_imports(storage: Storage, store: Path) -> None:
+    result = subprocess.run(["exptrack", "--store", str(store), "import", "optuna", storage.arg, "--json"],
+                            capture_output=True, text=True, timeout=HANG_GUARD, check=False,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["imported"]) == N_TRIALS + 6

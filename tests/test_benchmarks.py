@@ -59,6 +59,13 @@ def run_quick(script: str) -> str:
              "answers checked"],
             id="lifecycle",
         ),
+        pytest.param(
+            "sql_query.py",
+            ["mean accuracy per model", "best run per model", "runs per status", "exptrack sql",
+             "python loop over tracker.runs()", "duckdb on the raw file (limit)", "reader alone", "2,000 runs",
+             "answers agree: yes"],
+            id="sql_query",
+        ),
     ],
 )
 def test_benchmark_quick_mode_prints_its_table(script: str, expected: list[str]) -> None:

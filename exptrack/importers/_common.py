@@ -139,6 +139,15 @@ def _plain(value: object, depth: int) -> bool:
     return False
 
 
+def clean_name(text: object, limit: int = 200) -> str | None:
+    """A foreign run or experiment name as exptrack stores names: one line, at most ``limit``
+    characters (MLflow allows 250 and any character); None when nothing printable is left."""
+    if not isinstance(text, str):
+        return None
+    line = " ".join(text.split())
+    return line[:limit] or None
+
+
 def iso_utc(seconds: float) -> str:
     """Epoch seconds as exptrack writes timestamps: ISO 8601 UTC, microseconds, ``Z``."""
     moment = _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc)

@@ -9,7 +9,7 @@ covers two imports of the same source running at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from exptrack.importers._common import ImportedRun, ImportResult, Skipped
@@ -58,31 +58,39 @@ def write_runs(
 
 
 def _existing_ids(tracker: ExperimentTracker) -> set[str]:
-    return {run.run_id for run in tracker.runs()}
+    """Every run id in the store, whatever the tracker's experiment scope, deleted runs included."""
+    return {run.run_id for run in tracker.runs(include_deleted=True, experiment=ALL)}
 
 
 def _flush(tracker: ExperimentTracker, batch: list[ImportedRun], imported: list[str], existing: list[str]) -> None:
-    if not batch:
-        return
-    tracker.log_runs(_item(run) for run in batch)
-    imported.extend(run.run_id for run in batch)
-    batch.clear()
+    while batch:
+        try:
+            tracker.log_runs([_item(run) for run in batch])
+        except DuplicateRunError as exc:
+            # another import of the same source got there first: its runs stay, ours are dropped
+            taken = set(exc.run_ids)
+            existing.extend(run.run_id for run in batch if run.run_id in taken)
+            batch[:] = [run for run in batch if run.run_id not in taken]
+            continue
+        imported.extend(run.run_id for run in batch)
+        batch.clear()
 
 
 def _item(run: ImportedRun) -> dict[str, Any]:
     """The ``log_runs`` item for one imported run."""
-    return {
+    item: dict[str, Any] = {
         "run_id": run.run_id,
         "timestamp": run.timestamp,
         "status": run.status,
+        "name": run.name,
+        "experiment": run.experiment,
         "params": run.params,
         "metrics": run.metrics,
         "tags": run.tags,
         "extra": {"source": run.source},
     }
-
-
-def _points(run: ImportedRun) -> Iterator[dict[str, Any]]:
-    for name, points in run.history.items():
-        for step, value, moment in points:
-            yield {"name": name, "step": step, "value": value, "time": moment}
+    if run.history:
+        item["history"] = run.history
+    if run.directions:
+        item["directions"] = run.directions
+    return item

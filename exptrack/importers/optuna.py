@@ -30,6 +30,7 @@ from exptrack.importers._common import (
     ImportedRun,
     ImportResult,
     Skipped,
+    clean_name,
     derived_run_id,
     iso_utc,
     plain_tree,
@@ -75,7 +76,7 @@ def import_optuna(
     def runs() -> Iterator[ImportedRun | Skipped]:
         for name in names:
             loaded = optuna.load_study(study_name=name, storage=opened)
-            yield from _translate(loaded, location, experiment or name)
+            yield from _translate(loaded, location, experiment or clean_name(name) or "default")
 
     return write_runs(tracker, runs(), source=storage, warnings=[])
 

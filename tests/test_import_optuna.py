@@ -239,3 +239,37 @@ def test_installed_script_imports(storage: Storage, store: Path) -> None:
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["imported"]) == N_TRIALS + 6
+
+
+def _import_in_child(store: str, storage: str, barrier: Any, out: Any) -> None:
+    from exptrack import ExperimentTracker
+    from exptrack.importers.optuna import import_optuna
+
+    barrier.wait()
+    result = import_optuna(ExperimentTracker(store, durable=False), storage)
+    out.put(result.imported)
+
+
+def test_two_imports_at_once_write_each_trial_once(storage: Storage, store: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    out = context.Queue()
+    workers = [context.Process(target=_import_in_child, args=(str(store), storage.arg, barrier, out))
+               for _ in range(2)]
+    try:
+        for worker in workers:
+            worker.start()
+        results = [out.get(timeout=HANG_GUARD) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(timeout=HANG_GUARD)
+            if worker.is_alive():
+                worker.kill()
+    assert all(worker.exitcode == 0 for worker in workers)
+    first, second = (set(r) for r in results)
+    assert not first & second
+    ids = [run.run_id for run in ExperimentTracker(store).runs()]
+    assert len(ids) == len(set(ids)) == N_TRIALS + 6
+    assert first | second == set(ids)

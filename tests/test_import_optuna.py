@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import warnings
 from pathlib import Path
@@ -71,6 +72,16 @@ class Storage:
         multi.optimize(lambda t: (t.suggest_float("lr", 0.001, 0.1), 1 - t.suggest_float("d", 0, 0.5)), n_trials=6)
         self.dispose(storage)
 
+    def copy(self, directory: Path) -> Storage:
+        """The same storage in another directory (for a test that changes it)."""
+        clone = object.__new__(Storage)
+        clone.kind, clone.directory, clone.running = self.kind, directory, self.running
+        directory.mkdir(parents=True, exist_ok=True)
+        clone.path = directory / self.path.name
+        clone.arg = f"sqlite:///{clone.path}" if self.kind == "rdb" else str(clone.path)
+        shutil.copy2(self.path, clone.path)
+        return clone
+
     def open(self) -> Any:
         if self.kind == "rdb":
             return optuna.storages.RDBStorage(self.arg)
@@ -96,9 +107,16 @@ class Storage:
         self.dispose(storage)
 
 
-@pytest.fixture(params=["rdb", "journal"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    return Storage(request.param, tmp_path / "source")
+@pytest.fixture(scope="module", params=["rdb", "journal"])
+def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Storage:
+    """Each kind of storage is built once per module: Optuna's RDB writes are slow."""
+    return Storage(request.param, tmp_path_factory.mktemp(f"optuna-{request.param}"))
+
+
+@pytest.fixture
+def storage(built: Storage, tmp_path: Path) -> Storage:
+    """A private copy of the built storage."""
+    return built.copy(tmp_path / "source")
 
 
 def field(run: Any, name: str) -> Any:

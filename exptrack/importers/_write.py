@@ -1,9 +1,10 @@
 """Append imported runs through ``log_runs``, once each: the part every importer shares.
 
 Idempotence rests on identity, not on remembering imports: each source run maps to one fixed
-exptrack run id, ids already in the store (deleted ones included: a user who deleted an imported
-run does not want it back) are left alone, and the store itself refuses a duplicate id, which
-covers two imports of the same source running at once.
+exptrack run id, and the store refuses an id it already holds (deleted runs included: a user who
+deleted an imported run does not want it back) with ``DuplicateRunError`` naming every such id of
+a batch, checked again under the lock.  The batch is then appended without them, so a re-import
+and two imports of one source running at once both write each run exactly once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from exptrack.errors import DuplicateRunError
 from exptrack.importers._common import ImportedRun, ImportResult, Skipped
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ def write_runs(
     tracker: ExperimentTracker, runs: Iterable[ImportedRun | Skipped], *, source: str, warnings: list[str]
 ) -> ImportResult:
     """Append the runs not yet in the store, in batches; return what happened to each."""
-    existing_ids = _existing_ids(tracker)
+    seen: set[str] = set()
     imported: list[str] = []
     existing: list[str] = []
     skipped: list[tuple[str, str]] = []
@@ -36,10 +38,9 @@ def write_runs(
         if isinstance(item, Skipped):
             skipped.append((item.source_id, item.reason))
             continue
-        if item.run_id in existing_ids:
-            existing.append(item.run_id)
-            continue
-        existing_ids.add(item.run_id)  # a source listing one run twice imports it once
+        if item.run_id in seen:
+            continue  # a source listing one run twice imports it once
+        seen.add(item.run_id)
         experiments.add(item.experiment)
         batch.append(item)
         if len(batch) >= BATCH:
@@ -57,18 +58,15 @@ def write_runs(
     )
 
 
-def _existing_ids(tracker: ExperimentTracker) -> set[str]:
-    """Every run id in the store, whatever the tracker's experiment scope, deleted runs included."""
-    return {run.run_id for run in tracker.runs(include_deleted=True, experiment=ALL)}
-
-
 def _flush(tracker: ExperimentTracker, batch: list[ImportedRun], imported: list[str], existing: list[str]) -> None:
     while batch:
         try:
             tracker.log_runs([_item(run) for run in batch])
         except DuplicateRunError as exc:
-            # another import of the same source got there first: its runs stay, ours are dropped
-            taken = set(exc.run_ids)
+            # imported before, or by an import of the same source running now: those stay as they are
+            taken = set(exc.run_ids) & {run.run_id for run in batch}
+            if not taken:
+                raise
             existing.extend(run.run_id for run in batch if run.run_id in taken)
             batch[:] = [run for run in batch if run.run_id not in taken]
             continue

@@ -62,8 +62,8 @@ class Storage:
             sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.ThresholdPruner(upper=40.0),
         )
         search.optimize(objective, n_trials=N_TRIALS, catch=(ValueError,))
+        self.running = search.ask()  # RUNNING: asked, never told (before the enqueue: ask takes a waiting trial)
         search.enqueue_trial({"x": 2.0, "kind": "a", "n": 1})  # WAITING
-        self.running = search.ask()  # RUNNING: asked, never told
         multi = optuna.create_study(study_name="multi", storage=storage, directions=["minimize", "maximize"],
                                     sampler=optuna.samplers.RandomSampler(seed=1))
         with warnings.catch_warnings():

@@ -4,7 +4,8 @@ Translation (README, "Importing from MLflow and Optuna"):
 
 * run id: MLflow's own 32-hex id is kept as the exptrack run id (it already has exptrack's
   form); any other id gets a derived one, and the original is always in ``source.run_id``.
-* experiment: the MLflow experiment's name, unless ``experiment=`` puts everything in one.
+* experiment: the MLflow experiment's name, unless ``experiment=`` (or a tracker opened on an
+  experiment) puts everything in one.
 * params: typed back from MLflow's strings by :func:`~exptrack.importers._common.recover_param`.
 * metrics: each metric's latest value by MLflow's rule (largest step, then time, then value);
   every logged point becomes the run's history.
@@ -50,7 +51,8 @@ def import_mlflow(tracker: ExperimentTracker, source: str, *, experiment: str | 
         tracker: the exptrack store to import into.
         source: an ``mlruns/`` directory (or ``file:`` URI), an ``sqlite:///mlflow.db`` URI or the
             database file itself.  It is only read: a database is opened read-only.
-        experiment: put every run into this exptrack experiment instead of one per MLflow experiment.
+        experiment: put every run into this exptrack experiment instead of one per MLflow
+            experiment; by default the tracker's own experiment when it was opened on one.
 
     Returns:
         What was imported, what was already there and what was skipped (and why).
@@ -60,7 +62,8 @@ def import_mlflow(tracker: ExperimentTracker, source: str, *, experiment: str | 
     """
     where = locate(source)
     warnings: list[str] = []
-    runs = _translate(read_runs(where, warnings), str(where.path.resolve()), experiment)
+    target = experiment or getattr(tracker, "experiment", None)
+    runs = _translate(read_runs(where, warnings), str(where.path.resolve()), target)
     return write_runs(tracker, runs, source=source, warnings=warnings)
 
 

@@ -3,8 +3,8 @@
 Translation (README, "Importing from MLflow and Optuna"):
 
 * one run per trial, named ``trial-<number>``, in an experiment named after its study (or
-  ``experiment=``); its id is derived from study name, trial number and start time, so the same
-  trial always gets the same id and a re-import adds nothing (README: "imported run ids");
+  ``experiment=``, or the tracker's own experiment); its id is derived from study name, trial
+  number and start time, so the same trial always gets the same id and a re-import adds nothing;
 * params as Optuna holds them (already typed); the objective value(s) as metrics named by the
   study's ``metric_names``, else ``value`` (``value_0``, ``value_1``... for several objectives),
   each with the study's direction; intermediate values (``trial.report``) as the history of the
@@ -57,7 +57,8 @@ def import_optuna(
         tracker: the exptrack store to import into.
         storage: an RDB URL (``sqlite:///optuna.db``, ``postgresql://...``) or a journal file path.
         study: the study to import; all studies in the storage when None.
-        experiment: put every run into this exptrack experiment instead of one per study.
+        experiment: put every run into this exptrack experiment instead of one per study; by
+            default the tracker's own experiment when it was opened on one.
 
     Raises:
         ImportSourceError: the storage cannot be opened, or has no study ``study``.
@@ -72,11 +73,12 @@ def import_optuna(
             raise ImportSourceError(storage, f"no study {study!r} in it (studies: {known})")
         names = [study]
     location = public_location(storage)
+    target = experiment or getattr(tracker, "experiment", None)
 
     def runs() -> Iterator[ImportedRun | Skipped]:
         for name in names:
             loaded = optuna.load_study(study_name=name, storage=opened)
-            yield from _translate(loaded, location, experiment or clean_name(name) or "default")
+            yield from _translate(loaded, location, target or clean_name(name) or "default")
 
     return write_runs(tracker, runs(), source=storage, warnings=[])
 

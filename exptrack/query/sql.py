@@ -194,8 +194,8 @@ def _write_rows(runs: Iterable[Run], out: Any) -> _Shape:
         total = sum(metrics.values())  # finite exactly when every value is (NaN and ±inf propagate)
         if total - total != 0:
             metrics = {k: v if v - v == 0 else _NONFINITE_TEXT.get(v, "NaN") for k, v in metrics.items()}
-        extra = run.extra
-        name, experiment, stamp = extra.get("name"), extra.get("experiment"), run.timestamp
+        # the merged view's name and experiment (a generated name, "default", when none was stored)
+        name, experiment, stamp = getattr(run, "name", None), getattr(run, "experiment", None), run.timestamp
         row = {
             "run_id": run.run_id,
             "name": name if type(name) is str else None,

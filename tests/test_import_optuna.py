@@ -204,6 +204,14 @@ def test_the_same_trials_through_another_path_are_the_same_runs(storage: Storage
     assert sorted(again.existing) == sorted(first.imported)
 
 
+def test_a_tracker_opened_on_an_experiment_imports_into_it(storage: Storage, store: Path) -> None:
+    with ExperimentTracker(store, durable=False, experiment="legacy") as scoped:
+        result = import_optuna(scoped, storage.arg, study="search")
+        assert result.experiments == ("legacy",)
+        assert {field(run, "experiment") for run in scoped.runs()} == {"legacy"}
+        assert len(list(scoped.runs())) == N_TRIALS
+
+
 def test_unknown_study_names_the_studies(storage: Storage, tracker: ExperimentTracker) -> None:
     with pytest.raises(ImportSourceError, match=r"no study 'serch' in it \(studies: multi, search\)"):
         import_optuna(tracker, storage.arg, study="serch")

@@ -19,6 +19,7 @@ from exptrack import (
     ExperimentTracker,
     ExptrackError,
     FilterSyntaxError,
+    ImportSourceError,
     InvalidRecordError,
     LockTimeoutError,
     MissingMetricError,
@@ -304,6 +305,7 @@ ERRORS: list[tuple[ExptrackError, tuple[type[BaseException], ...]]] = [
     (RunNotFoundError("abc"), (LookupError,)),
     (NoRunsError("no runs in /s"), (LookupError,)),
     (UnknownMetricError("f1", ["accuracy", "loss"]), (NoRunsError, LookupError)),
+    (ImportSourceError("sqlite:///m.db", "no database file at m.db"), (ValueError,)),
 ]
 
 

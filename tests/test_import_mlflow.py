@@ -166,6 +166,7 @@ def test_every_run_arrives_as_mlflow_reads_it(built: Source, dumped: list[dict[s
                 assert point["time"] == pytest.approx(stamp / 1000)
         user_tags = {k: v for k, v in theirs["tags"].items() if not k.startswith("mlflow.")}
         assert sorted(mine.tags) == sorted(f"{k}={v}" for k, v in user_tags.items())
+        assert mine.get("note") == theirs["tags"].get("mlflow.note.content")
         src = mine["source"]
         assert (src["system"], src["run_id"], src["experiment"]) == ("mlflow", run_id, theirs["experiment"])
         assert src.get("tags", {}) == {k: v for k, v in theirs["tags"].items() if k.startswith("mlflow.")}
@@ -290,7 +291,7 @@ def _sqlite_bytes(tmp: Path) -> bytes:
 
 def test_cli_imports_and_reports(built: Source, store: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(cli, ["--store", str(store), "import", "mlflow", built.arg])
+    result = runner.invoke(cli, ["import", "mlflow", built.arg, "--store", str(store)])  # --store after the name
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"imported 5 run(s) from {built.arg} into experiment(s) Default, digits, wine")
     assert "1 unfinished (RUNNING)" in result.stdout

@@ -253,6 +253,16 @@ def test_cli_imports_one_study(storage: Storage, store: Path) -> None:
     assert json.loads(best.stdout)["source"]["trial_number"] == storage.study("search").best_trial.number
 
 
+def test_cli_experiment_option_names_the_target(storage: Storage, store: Path) -> None:
+    result = CliRunner().invoke(cli, ["--store", str(store), "-e", "legacy", "import", "optuna", storage.arg,
+                                      "--study", "search", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["experiments"] == ["legacy"]
+    again = CliRunner().invoke(cli, ["--store", str(store), "import", "optuna", storage.arg, "--experiment", "other"])
+    assert again.exit_code == 0, again.output
+    assert "into experiment(s) other" in again.stdout  # the multi study's runs; search's are already there
+
+
 def test_cli_unknown_study_exits_1(storage: Storage, store: Path) -> None:
     result = CliRunner().invoke(cli, ["--store", str(store), "import", "optuna", storage.arg, "--study", "x"])
     assert result.exit_code == 1

@@ -242,3 +242,27 @@ def test_an_int_param_beyond_bigint_widens_the_field_not_the_query(tracker: Expe
     tracker.log_run({"seed": 2**64 - 1, "other": 3})
     assert column_types(tracker)["params"] == "STRUCT(seed HUGEINT, other HUGEINT)"
     assert tracker.sql("SELECT max(params.seed), sum(params.other) FROM runs") == [(2**64 - 1, 5)]
+
+
+def test_the_view_holds_merged_runs_and_leaves_deleted_ones_out(filled: ExperimentTracker) -> None:
+    first, second, third, _ = list(filled.runs())
+    filled.rename(first.run_id, "renamed-later")
+    filled.set_tags(second.run_id, add=("late-tag",))
+    filled.delete_runs([third.run_id])
+    rows = {row["run_id"]: row for row in filled.sql("SELECT run_id, name, tags FROM runs")}
+    assert sorted(rows) == sorted(r.run_id for r in filled.runs())
+    assert third.run_id not in rows
+    assert rows[first.run_id]["name"] == "renamed-later"
+    assert "late-tag" in rows[second.run_id]["tags"]
+    assert filled.sql("SELECT count(*) FROM runs WHERE name = 'renamed-later'") == [(1,)]
+
+
+def test_a_tracker_opened_on_an_experiment_sees_only_its_runs(store: Path) -> None:
+    with ExperimentTracker(store, durable=False, experiment="wine") as wine:
+        wine.log_run({"k": 1}, {"accuracy": 0.5}, name="w1")
+    with ExperimentTracker(store, durable=False, experiment="digits") as digits:
+        digits.log_run({"k": 2}, {"accuracy": 0.7})
+        assert digits.sql("SELECT experiment, params.k FROM runs") == [("digits", 2)]
+    with ExperimentTracker(store, durable=False) as every:
+        assert every.sql("SELECT experiment, name FROM runs ORDER BY experiment")[1] == ("wine", "w1")
+        assert every.sql("SELECT count(*) FROM runs") == [(2,)]

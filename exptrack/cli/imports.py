@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from exptrack.cli._app import _open, cli
+from exptrack.cli._app import _Group, _open, cli
 
 if TYPE_CHECKING:
     from exptrack.importers import ImportResult
 
 
-@cli.group("import")
+@cli.group("import", cls=_Group)  # its commands take --store/--strict after their name too
 def import_group() -> None:
     """Import runs from MLflow or Optuna; importing the same source again adds nothing new."""
 

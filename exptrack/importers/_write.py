@@ -85,7 +85,7 @@ def _item(run: ImportedRun) -> dict[str, Any]:
         "params": run.params,
         "metrics": run.metrics,
         "tags": run.tags,
-        "extra": {"source": run.source},
+        "extra": {"source": run.source, **({"note": run.note} if run.note else {})},
     }
     if run.history:
         item["history"] = run.history

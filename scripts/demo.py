@@ -171,6 +171,10 @@ def main() -> None:
 
     model = pickle.loads(tracker.load_artifact(best.run_id, "model.pkl"))  # noqa: S301 - our store, sha256 checked
     print(f"\nbest model loaded back from the store (sha256 verified): {model!r}"[:200])
+    where_ui = "" if args.store == Path(default_store()) else f" --store {shlex.quote(str(args.store))}"
+    print("\n== see and compare the runs in a browser (python -m pip install -e '.[ui]') ==")
+    print(f"  exptrack ui{where_ui}                      then open http://127.0.0.1:5177")
+    print(f"  exptrack report -o report.html{where_ui}   one self-contained file that opens offline")
     print("\n== get the best run back (run these from this directory) ==")
     where = "" if args.store == Path(default_store()) else f" --store {shlex.quote(str(args.store))}"
     for command in (

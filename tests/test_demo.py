@@ -46,7 +46,8 @@ def test_demo_records_capture_and_ends_with_how_to_reproduce(tmp_path: Path) -> 
     assert "accuracy" in summary_block
     assert "best model loaded back from the store (sha256 verified)" in out
     browser = out.split("== see and compare the runs in a browser", 1)[1].split("== get the best run back", 1)[0]
-    assert "exptrack ui" in browser and "http://127.0.0.1:5177" in browser
+    assert "exptrack ui" in browser
+    assert "http://127.0.0.1:5177" in browser
     assert "exptrack report -o report.html" in browser
 
     try:

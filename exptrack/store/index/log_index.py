@@ -109,6 +109,7 @@ class LogIndex(IdColumns):
         self.hidden: set[int] = set()  # records left out of the answers: deleted runs', superseded ones
         self.superseded: set[int] = set()  # earlier records of resumed runs
         self.resumes: set[int] = set()  # offsets of resumed runs' records (not duplicates)
+        self.recompute = False  # saved mid-way: the answers still hold records now hidden
         self.generation = ""
         self.count = 0  # entries in the id columns (= valid runs)
         self.ids_length = 0
@@ -156,6 +157,7 @@ class LogIndex(IdColumns):
             "hidden": sorted(self.hidden),
             "superseded": sorted(self.superseded),
             "resumes": sorted(self.resumes),
+            "recompute": self.recompute,
             "ids": {"generation": self.generation, "count": self.count, "length": self.ids_length,
                     "sorted": [self.sorted_name, self.sorted_count, self.crcs.get("sorted", 0)],
                     "crc": {column: self.crcs.get(column, 0) for column in _COLUMNS}},
@@ -179,6 +181,7 @@ class LogIndex(IdColumns):
         self.hidden = set(map(int, state["hidden"]))
         self.superseded = set(map(int, state["superseded"]))
         self.resumes = set(map(int, state["resumes"]))
+        self.recompute = bool(state["recompute"])
         ids = state["ids"]
         self.generation, self.count, self.ids_length = str(ids["generation"]), int(ids["count"]), int(ids["length"])
         self.sorted_name, self.sorted_count = str(ids["sorted"][0]), int(ids["sorted"][1])
@@ -293,10 +296,15 @@ class LogIndex(IdColumns):
             return []
         try:
             try:
-                return self._refresh(fd, progress)
+                found = self._refresh(fd, progress)
             except StaleIndexError as exc:  # a column file vanished or the index could not be kept
                 self._rebuild_from_nothing(str(exc))
-                return self._refresh(fd, progress)
+                found = self._refresh(fd, progress)
+            if self.recompute:  # loaded from a process that saved before it recomputed
+                self._reaggregate()
+                self.recompute = False
+                self._save(None)
+            return found
         finally:
             os.close(fd)
 
@@ -335,11 +343,17 @@ class LogIndex(IdColumns):
             segment = parallel.scan_parallel(self.log_path, start, segment.end, exclude=exclude, progress=progress)
         new_corrupt = self._fold(segment)
         self._fingerprint = fingerprint(fd, self.watermark)
-        self._save(segment)
         if segment.resumes or any(edit.kind in VISIBILITY_KINDS for edit in segment.edits) or (
                 segment.runs and self._logs_a_deleted_id(segment)):
+            # saved as "to recompute" first: a process that loads this state before the answers
+            # are recomputed must recompute them itself, never answer with a deleted run
+            self.recompute = True
+            self._save(segment)
             self._reaggregate()
+            self.recompute = False
             self._save(None)
+        else:
+            self._save(segment)
         return new_corrupt
 
     def _logs_a_deleted_id(self, segment: Segment) -> bool:

@@ -20,7 +20,9 @@ FRAMEWORKS = {
 
 @pytest.mark.parametrize(("framework", "owner"), sorted(FRAMEWORKS.items()))
 def test_each_framework_is_imported_only_by_its_integration(framework: str, owner: str) -> None:
-    assert importers_of(framework) == {owner}
+    # the importer of that framework's own storage reads it through the framework too (optuna)
+    importer = f"exptrack/importers/{framework}.py"
+    assert importers_of(framework) - {importer} == {owner}
 
 
 def test_importing_the_integrations_package_loads_no_framework() -> None:

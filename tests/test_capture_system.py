@@ -261,3 +261,29 @@ def test_benchmark_runs_in_quick_mode() -> None:
     assert done.returncode == 0, done.stderr
     assert "typical run capture" in done.stdout
     assert "answers agree with the floors: yes" in done.stdout
+
+
+def test_vendored_copies_a_library_puts_on_sys_path_are_not_installed_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray puts ``site-packages/ray/thirdparty_files`` on ``sys.path`` when imported; a fresh
+    interpreter does not see those copies, so they must not be recorded (reproduce would call them removed)."""
+    import site
+
+    from exptrack.capture import system as system_capture
+
+    site_dir = tmp_path / "site-packages"
+    vendored = site_dir / "lib" / "thirdparty_files"
+    for base, name in ((site_dir, "installedpkg"), (vendored, "vendoredpkg")):
+        info = base / f"{name}-1.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    monkeypatch.setattr(site, "getsitepackages", lambda: [str(site_dir)])
+    monkeypatch.setattr(sys, "path", [str(vendored), str(site_dir), *sys.path])
+    system_capture._installed_packages.cache_clear()
+    try:
+        names = dict(system_capture._installed_packages()[0])
+    finally:
+        system_capture._installed_packages.cache_clear()
+    assert names.get("installedpkg") == "1.0"
+    assert "vendoredpkg" not in names

@@ -202,6 +202,19 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _search_path() -> list[str]:
+    """``sys.path`` without the directories nested inside a site directory.
+
+    Ray, for one, puts its vendored copies (``ray/thirdparty_files``) on ``sys.path`` when it is
+    imported: those are not installed packages, and the fresh interpreter that ``reproduce`` runs
+    in does not see them, so recording them would report them as removed."""
+    import site
+
+    sites = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
+    inside = [os.path.join(os.path.abspath(s), "") for s in sites if s]
+    return [p for p in sys.path if not any(os.path.abspath(p or ".").startswith(s) for s in inside)]
+
+
 @functools.lru_cache(maxsize=1)
 def _installed_packages() -> tuple[tuple[tuple[str, str], ...], str]:
     """Sorted (name, version) pairs and the sha256 of their ``name==version\\n`` lines.
@@ -209,7 +222,7 @@ def _installed_packages() -> tuple[tuple[tuple[str, str], ...], str]:
     When a distribution is installed twice on ``sys.path`` the first wins, as it would on import.
     """
     found: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
+    for dist in importlib.metadata.distributions(path=_search_path()):
         pair = _name_version(dist)
         if pair is not None:
             found.setdefault(normalize_name(pair[0]), pair[1])
@@ -224,7 +237,7 @@ def local_packages() -> tuple[str, ...]:
     ``-e .``: PEP 610's ``direct_url.json`` names a ``file:`` URL).  Their ``name==version``
     would resolve to an unrelated package of the same name on the index, or to nothing."""
     local: set[str] = set()
-    for dist in importlib.metadata.distributions():
+    for dist in importlib.metadata.distributions(path=_search_path()):
         try:
             direct = dist.read_text("direct_url.json")
         except OSError:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from exptrack.store import codec
 from exptrack.store.edits import Edit, Overlay
 from exptrack.store.fsio import FILE_MODE, fs
+from exptrack.store.journal import io_write_all
 from exptrack.store.record import Run
 from exptrack.store.scan import CHUNK_BYTES, _parse
 
@@ -128,11 +129,11 @@ def rewrite(path: str, lines: Iterator[bytes], plan: Plan, *, dry_run: bool) -> 
                 batch.append(line)
                 size += len(line)
                 if size >= _BATCH:
-                    _write_all(fd, b"".join(batch))
+                    io_write_all(fd, b"".join(batch))
                     plan.bytes_after += size
                     batch, size = [], 0
             if batch:
-                _write_all(fd, b"".join(batch))
+                io_write_all(fd, b"".join(batch))
                 plan.bytes_after += size
             io.fsync(fd)
         finally:
@@ -143,15 +144,6 @@ def rewrite(path: str, lines: Iterator[bytes], plan: Plan, *, dry_run: bool) -> 
             io.unlink(tmp)
         raise
     _sync_dir(os.path.dirname(path) or ".")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = fs().write(fd, view)
-        if written <= 0:
-            raise OSError(5, "write returned no progress")
-        view = view[written:]
 
 
 def _sync_dir(directory: str) -> None:

@@ -62,15 +62,6 @@ _BISECT_FACTOR = 64
 
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = fs().write(fd, view)
-        if written <= 0:
-            raise OSError(5, "write returned no progress")
-        view = view[written:]
-
-
 def _pwrite_all(fd: int, data: bytes, at: int) -> None:
     view = memoryview(data)
     while view:

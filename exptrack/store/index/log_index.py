@@ -54,8 +54,9 @@ from exptrack.store.fsio import FILE_MODE, fs, make_dirs
 from exptrack.store.index.fields import FieldNames
 from exptrack.store.index.groups import GroupKey, GroupSet
 from exptrack.store.index.identity import INDEX_DIR, INDEX_FILE, IndexStats, StaleIndexError, _why, fingerprint
-from exptrack.store.index.idmap import _COLUMNS, IdColumns, _write_all, new_generation
+from exptrack.store.index.idmap import _COLUMNS, IdColumns, new_generation
 from exptrack.store.index.reducers import BLOCK_SHIFT, MetricStats, Mode
+from exptrack.store.journal import io_write_all
 from exptrack.store.record import CorruptLine
 from exptrack.store.segment import TOP_K, Progress, Segment, id_from_key
 
@@ -250,7 +251,7 @@ class LogIndex(IdColumns):
             try:
                 body = codec.dumps(self._state())
                 # the same CRC-32 suffix as a run line: a damaged index.json reads as stale
-                _write_all(fd, b'%b,"crc":"%08x"}' % (body[:-1], zlib.crc32(body)))
+                io_write_all(fd, b'%b,"crc":"%08x"}' % (body[:-1], zlib.crc32(body)))
                 io.fsync(fd)
             finally:
                 io.close(fd)

@@ -23,6 +23,7 @@ from exptrack.query.evaluate import (
     iso_to_epoch_ms,
     virtual_getter,
 )
+from exptrack.query.plan import Always, Junction, Leaf, Negation, Plan
 from exptrack.query.prefixes import TOP_LEVEL, canonical
 from exptrack.query.tokens import _KEYWORDS, _OPERATORS, _SEGMENT, _describe, _lex, _Tok
 
@@ -34,6 +35,9 @@ _EPOCH_FIELDS = (("start_time",), ("end_time",))
 
 _NEGATED = {"!=": "=", "not in": "in", "not like": "like", "not ilike": "ilike"}
 
+
+_Node = tuple[_Pred, Plan]
+"""A parsed condition: its closure and its shape (``query.plan``), built side by side."""
 
 _MAX_DEPTH = 100  # nested parentheses/NOT; keeps parsing and evaluation far from the recursion limit
 
@@ -73,9 +77,9 @@ class _Parser:
     def fail(self, message: str, tok: _Tok) -> NoReturn:
         raise FilterSyntaxError(message, self.text, tok.pos)
 
-    def parse(self) -> _Pred:
+    def parse(self) -> _Node:
         if self.peek().kind == "eof":
-            return lambda r: True  # MLflow's "" (and whitespace): no condition, every run
+            return (lambda r: True), Always()  # MLflow's "" (and whitespace): no condition, every run
         test, tok = self.junction("or"), self.peek()
         if tok.kind == ")":
             self.fail("unmatched ')'", tok)
@@ -83,22 +87,24 @@ class _Parser:
             self.fail(f"unexpected {_describe(tok)} after a complete condition; join with AND or OR", tok)
         return test
 
-    def junction(self, word: str) -> _Pred:
+    def junction(self, word: str) -> _Node:
         """OR of ANDs: AND binds tighter because it is parsed one level deeper."""
-        parts = [self.junction("and") if word == "or" else self.negation()]
+        nodes = [self.junction("and") if word == "or" else self.negation()]
         while self.keyword() == word:
             self.take()
-            parts.append(self.junction("and") if word == "or" else self.negation())
-        if len(parts) == 1:
-            return parts[0]
+            nodes.append(self.junction("and") if word == "or" else self.negation())
+        if len(nodes) == 1:
+            return nodes[0]
+        parts = [test for test, _ in nodes]
+        plan = Junction(word, tuple(plan for _, plan in nodes))
         if len(parts) == 2:
             a, b = parts
-            return (lambda r: a(r) or b(r)) if word == "or" else (lambda r: a(r) and b(r))
+            return ((lambda r: a(r) or b(r)) if word == "or" else (lambda r: a(r) and b(r))), plan
         if word == "or":
-            return lambda r: any(p(r) for p in parts)
-        return lambda r: all(p(r) for p in parts)
+            return (lambda r: any(p(r) for p in parts)), plan
+        return (lambda r: all(p(r) for p in parts)), plan
 
-    def negation(self) -> _Pred:
+    def negation(self) -> _Node:
         tok = self.peek()
         if self.keyword() != "not" and tok.kind != "(":
             return self.comparison()
@@ -114,8 +120,8 @@ class _Parser:
                 self.fail(f"expected ')', AND or OR but found {_describe(close)}", close)
             self.take()
         else:
-            negated = self.negation()
-            inner = lambda r: not negated(r)  # noqa: E731 -- closures are the compiled form
+            negated, plan = self.negation()
+            inner = (lambda r: not negated(r)), Negation(plan)
         self.depth -= 1
         return inner
 
@@ -145,7 +151,7 @@ class _Parser:
         self.take()
         return ({"true": True, "false": False, "null": None}[word] if word else tok.value), tok
 
-    def comparison(self) -> _Pred:
+    def comparison(self) -> _Node:
         segs = self.field()
         tok, word = self.peek(), self.keyword()
         if tok.kind != "op" and word not in ("not", "is", "in", "like", "ilike"):
@@ -175,7 +181,7 @@ class _Parser:
         self.take()
         return self.build(segs, word, items)
 
-    def null_test(self, segs: tuple[str, ...]) -> _Pred:
+    def null_test(self, segs: tuple[str, ...]) -> _Node:
         negate = self.keyword() == "not"
         if negate:
             self.take()
@@ -186,8 +192,10 @@ class _Parser:
         self.note(segs)
         get = _tags_getter(segs) if segs == ("tags",) or segs[0] == "tags" else _getter(segs)
         if negate:
-            return lambda r: (v := get(r)) is not None and v is not MISSING
-        return lambda r: (v := get(r)) is None or v is MISSING
+            test: _Pred = lambda r: (v := get(r)) is not None and v is not MISSING  # noqa: E731
+        else:
+            test = lambda r: (v := get(r)) is None or v is MISSING  # noqa: E731
+        return test, Leaf(segs, "null", negate, (), test)
 
     def status_value(self, value: object, tok: _Tok, op: str) -> object:
         """Statuses compare case-insensitively (MLflow writes 'FINISHED'); an unknown one is a typo."""
@@ -215,7 +223,7 @@ class _Parser:
         if segs[0] == "metrics":
             self.metrics.add(".".join(segs[1:]))
 
-    def build(self, segs: tuple[str, ...], op: str, items: list[tuple[object, _Tok]]) -> _Pred:
+    def build(self, segs: tuple[str, ...], op: str, items: list[tuple[object, _Tok]]) -> _Node:
         self.note(segs)
         self.compared.add(segs)
         timestamp = segs == ("timestamp",) and not op.endswith("like")
@@ -243,15 +251,21 @@ class _Parser:
             test = _in_test(values, timestamp)
         else:
             test = _compare_test(_OPS[positive], values[0], timestamp)
+        negated = op in _NEGATED
+        whole: _Pred
         if segs[0] == "tags":
             many = _tags_getter(segs)
-            if op in _NEGATED:
-                return lambda r: (vs := many(r)) is not None and not any(map(test, vs))
-            return lambda r: (vs := many(r)) is not None and any(map(test, vs))
-        get = _getter(segs)
-        if op in _NEGATED:  # v == v is false only for NaN
-            return lambda r: (v := get(r)) is not None and v is not MISSING and v == v and not test(v)
-        return lambda r: test(get(r))
+            if negated:
+                whole = lambda r: (vs := many(r)) is not None and not any(map(test, vs))  # noqa: E731
+            else:
+                whole = lambda r: (vs := many(r)) is not None and any(map(test, vs))  # noqa: E731
+        else:
+            get = _getter(segs)
+            if negated:  # v == v is false only for NaN
+                whole = lambda r: (v := get(r)) is not None and v is not MISSING and v == v and not test(v)  # noqa: E731
+            else:
+                whole = lambda r: test(get(r))  # noqa: E731
+        return whole, Leaf(segs, positive, negated, tuple(values), whole)
 
 
 class Predicate:
@@ -264,12 +278,13 @@ class Predicate:
         metric_names: the metric names among them (``{"accuracy"}``).
     """
 
-    __slots__ = ("_test", "compared", "expression", "fields", "metric_names")
+    __slots__ = ("_test", "compared", "expression", "fields", "metric_names", "plan")
 
     def __init__(self, expression: str, test: _Pred, fields: frozenset[str], metrics: frozenset[str],
-                 compared: frozenset[tuple[str, ...]] = frozenset()) -> None:
+                 compared: frozenset[tuple[str, ...]] = frozenset(), plan: Plan | None = None) -> None:
         self._test, self.expression, self.fields, self.metric_names = test, expression, fields, metrics
         self.compared = compared  # canonical segments of the fields compared with a value
+        self.plan = plan  # the condition's shape, for the columnar index (``query.plan``)
 
     def __call__(self, record: Record) -> bool:
         return self._test(record)
@@ -284,9 +299,9 @@ class Predicate:
 @lru_cache(maxsize=256)
 def _compile(expression: str) -> Predicate:
     parser = _Parser(expression)
-    test = parser.parse()
+    test, plan = parser.parse()
     return Predicate(expression, test, frozenset(parser.fields), frozenset(parser.metrics),
-                     frozenset(parser.compared))
+                     frozenset(parser.compared), plan)
 
 
 def compile_where(expression: str) -> Predicate:

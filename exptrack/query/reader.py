@@ -41,6 +41,7 @@ from exptrack.store.segment import TOP_K
 if TYPE_CHECKING:
     import pandas as pd
 
+    from exptrack.query.column_answers import ColumnAnswers
     from exptrack.query.sql import Rows
     from exptrack.store.index.log_index import LogIndex
     from exptrack.store.scan import LogScan
@@ -147,6 +148,7 @@ class StoreReader:
         self._index: LogIndex | None = None
         self._lock = threading.RLock()
         self._merge: tuple[Overlay, frozenset[int]] = (Overlay(), frozenset())
+        self._columns: ColumnAnswers | None = None
         self.last_unchecked = 0  # valid runs without a checksum seen by the last complete scan
 
     def scan(self, *, final: bool | None = None) -> Iterator[Run | Edit | CorruptLine]:
@@ -257,6 +259,11 @@ class StoreReader:
 
     def _runs(self, where: Where, include_deleted: bool, *, scoped: bool) -> Iterator[Run]:
         predicate = self._predicate(where)
+        if predicate is not None:
+            fast = self._columns_runs(predicate, include_deleted, scoped)
+            if fast is not None:
+                yield from fast
+                return
         if scoped:
             predicate = _compile(self._scope(predicate))
         corrupt: list[CorruptLine] = []
@@ -288,7 +295,12 @@ class StoreReader:
         """
         if n < 1:
             raise InvalidRecordError(f"n must be at least 1, not {n}", "n")
-        predicate = _compile(self._scope(self._predicate(where)))
+        filtered = self._predicate(where)
+        if filtered is not None:
+            fast = self._columns_runs(filtered, include_deleted, True, last=n)
+            if fast is not None:
+                return fast
+        predicate = _compile(self._scope(filtered))
         with self._lock:
             index = self._indexed()
             if index is not None:
@@ -472,6 +484,10 @@ class StoreReader:
         scope = status_scope(status)
         if k < 1:
             raise InvalidRecordError(f"k must be at least 1, not {k}", "k")
+        if where is not None:
+            fast = self._columns_top(metric, k, mode, where, scope)
+            if fast is not None:
+                return fast
         if where is not None and k <= TOP_K:
             index = self._filtered(where)  # the filtered runs' own index: one parallel scan
         elif where is None:
@@ -511,6 +527,13 @@ class StoreReader:
         shown because their direction is unknown."""
         scope = status_scope(status)
         full = self._indexed()
+        groups = self._columns_groups(where) if where is not None and full is not None else None
+        if full is not None and groups is not None:
+            corrupt = self._indexed_corrupt(full)
+            self.last_corrupt = corrupt
+            result = summary_dict(groups, scope, len(corrupt))
+            result["unchecked_runs"] = full.unchecked
+            return result
         index = full if where is None else self._filtered(where)
         if full is not None and index is not None:
             corrupt = self._indexed_corrupt(full)
@@ -619,6 +642,65 @@ class StoreReader:
         view = _log_index().of_segment(segment)
         view.overlay = overlay
         return view
+
+    # -- the columnar index (query.column_answers): None from these means "read the log" ----------
+
+    def _column_answers(self) -> tuple[LogIndex, ColumnAnswers, Callable[[int], Run]] | None:
+        index = self._indexed()
+        if index is None:
+            return None
+        if self._columns is None:
+            from exptrack.query.column_answers import ColumnAnswers
+
+            self._columns = ColumnAnswers(str(self.runs_path))
+        overlay, path = index.overlay, str(self.runs_path)
+        return index, self._columns, lambda offset: overlay.apply(_read_run_at(path, offset))
+
+    def _columns_top(self, metric: str, k: int, mode: str | None, where: Where,
+                     scope: frozenset[str] | None) -> list[Run] | None:
+        predicate = self._predicate(where)
+        found = self._column_answers() if predicate is not None else None
+        if found is None or predicate is None:
+            return None
+        index, columns, read = found
+        try:
+            return columns.top(index, predicate, metric, mode, k, scope, self.experiment, read)
+        except StaleIndexError as exc:
+            self._index_failed(exc)
+            return None
+
+    def _columns_groups(self, where: Where) -> GroupSet | None:
+        predicate = self._predicate(where)
+        found = self._column_answers() if predicate is not None else None
+        if found is None or predicate is None:
+            return None
+        index, columns, read = found
+        try:
+            return columns.summary_groups(index, predicate, self.experiment, read)
+        except StaleIndexError as exc:
+            self._index_failed(exc)
+            return None
+
+    def _columns_runs(self, predicate: Callable[[Mapping[str, Any]], bool], include_deleted: bool,
+                      scoped: bool, last: int | None = None) -> list[Run] | None:
+        """The runs ``predicate`` accepts (the ``last`` of them), read by offset, when the columns
+        decide the filter and the matches are few enough that reading them one by one beats
+        reading the log."""
+        found = self._column_answers()
+        if found is None:
+            return None
+        index, columns, read = found
+        try:
+            offsets = columns.matching_offsets(index, predicate, self.experiment if scoped else None,
+                                               include_deleted, read)
+            if offsets is None or (last is None and len(offsets) > max(1000, index.count // 8)):
+                return None
+            runs = [read(offset) for offset in (offsets[-last:] if last else offsets)]
+        except StaleIndexError as exc:
+            self._index_failed(exc)
+            return None
+        self.last_corrupt = self._indexed_corrupt(index)
+        return runs
 
     def check_fields(self, fields: Iterable[str | tuple[str, ...]]) -> None:
         """Refuse fields (``"metrics.acc"`` or segments) that no run in the store has.

@@ -32,7 +32,7 @@ from exptrack.store import codec
 from exptrack.store.edits import MAX_RUNS_PER_EDIT, Edit
 from exptrack.store.fsio import make_dirs
 from exptrack.store.journal import AppendError, Journal
-from exptrack.store.logs import attach_store_log
+from exptrack.store.logs import StoreLine, attach_store_log
 from exptrack.store.names import check_name
 from exptrack.store.record import Run, build_run, normalize_tags, normalize_value, short_repr, utc_timestamp
 
@@ -77,7 +77,10 @@ class ExperimentTracker(StoreReader):
             raise StorageError(exc.errno or 0, "create the store directory", self.store) from exc
         attach_store_log(str(self.store))
         self._journal = Journal(str(self.runs_path), durable=durable, lock_timeout=lock_timeout)
+        # A durable run leaves an INFO line in log.txt (the fsync dwarfs its cost); a flush-only
+        # one, logged for throughput, a DEBUG line.
         self._run_log_level = logging.INFO if durable else logging.DEBUG
+        self._run_lines = StoreLine(logger, str(self.store))
         self._artifacts: ArtifactStore | None = None
 
     @property
@@ -149,10 +152,8 @@ class ExperimentTracker(StoreReader):
                 "params": params, "metrics": metrics, "tags": tags, "status": status, "extra": extra,
                 "directions": directions, "run_id": run_id, "timestamp": timestamp, "name": name,
                 "experiment": experiment, "history": history}])[0]
-        # The per-run line costs ~17 µs, as much as the append itself: in flush-only (throughput)
-        # mode it is DEBUG; in durable mode the fsync dwarfs it, so it is INFO.
         if logger.isEnabledFor(self._run_log_level):
-            logger.log(self._run_log_level, "logged run %s (%s)", run.run_id, _brief(run), extra=self._log_extra)
+            self._run_lines.log(self._run_log_level, f"logged run {run.run_id} ({_brief(run)})")
         object.__setattr__(run, "offset", offset)  # fresh object, not shared yet
         return run
 
@@ -234,8 +235,8 @@ class ExperimentTracker(StoreReader):
                 landed.append(run.run_id)
             raise PartialBatchError(exc.errno or 0, self.runs_path, landed, len(runs)) from exc
         if len(runs) == 1:
-            logger.log(self._run_log_level, "logged run %s (%s)", runs[0].run_id, _brief(runs[0]),
-                       extra=self._log_extra)
+            if logger.isEnabledFor(self._run_log_level):
+                self._run_lines.log(self._run_log_level, f"logged run {runs[0].run_id} ({_brief(runs[0])})")
         else:
             logger.info("logged %d runs in one batch", len(runs), extra=self._log_extra)
         for run, line in zip(runs, lines):
@@ -546,7 +547,7 @@ class ExperimentTracker(StoreReader):
     def _append_run(self, **fields: Any) -> Run:
         run = build_run(**fields)
         offset = self._journal.append((codec.encode(run),))
-        logger.info("logged run %s (%s)", run.run_id, _brief(run), extra=self._log_extra)
+        self._run_lines.log(logging.INFO, f"logged run {run.run_id} ({_brief(run)})")
         object.__setattr__(run, "offset", offset)
         return run
 

@@ -91,6 +91,16 @@ def test_a_writer_that_had_the_old_log_open_appends_to_the_new_one(store: Path) 
     writer.close()
 
 
+def test_a_writer_whose_log_was_deleted_appends_to_a_new_one(store: Path) -> None:
+    writer = ExperimentTracker(store, durable=False)
+    writer.log_run(metrics={"accuracy": 0.5})  # its descriptor is open on the file deleted next
+    (store / "runs.jsonl").unlink()
+    late = writer.log_run(metrics={"accuracy": 0.6})
+    assert [run.run_id for run in ExperimentTracker(store).runs()] == [late.run_id]
+    assert late.offset == 0
+    writer.close()
+
+
 # -- concurrency --------------------------------------------------------------------------------
 
 

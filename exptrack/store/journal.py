@@ -286,24 +286,19 @@ class Journal:
         """Append to the file the log's path names now, not to one ``gc`` replaced.
 
         Compaction swaps a new log in by ``rename`` while holding the lock; a descriptor opened
-        before it still points at the old, unlinked file, where an append would be lost.  Under
-        the lock, before each append, the descriptor's (device, inode) is compared with the
-        path's (two ``stat`` calls, ~2 µs) and the log is reopened when they differ.  The old
-        descriptor is kept open until ``close``: another thread may still be syncing through it.
+        before it still points at the old file, which the rename left with no name (``st_nlink``
+        0), and an append there would be lost.  So under the lock, before each append, one
+        ``fstat`` of the descriptor (~0.4 µs; comparing it with a ``stat`` of the path cost ~1.4)
+        tells whether the file still has a name, and the log is reopened by path when it has
+        none (a log deleted by hand is recreated the same way).  The old descriptor is kept open
+        until ``close``: another thread may still be syncing through it.
         """
         io = fs()
         try:
-            now: os.stat_result | None = io.stat(self.path)
-        except FileNotFoundError:
-            now = None  # the log was removed: reopen creates it
+            if io.fstat(self._fd).st_nlink:
+                return
         except OSError as exc:
             raise StorageError(exc.errno or 0, "append to the run log", self.path) from exc
-        try:
-            mine = io.fstat(self._fd)
-        except OSError as exc:
-            raise StorageError(exc.errno or 0, "append to the run log", self.path) from exc
-        if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
-            return
         try:
             fd = io.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
             identity = io.fstat(fd)
@@ -347,14 +342,19 @@ class Journal:
         except OSError as exc:
             raise StorageError(exc.errno or 0, "append to the run log", self.path) from exc
         written = 0
-        view = memoryview(data)
         try:
-            while view:  # one write() in practice; a loop only if the kernel writes less
-                n = io.write(fd, view)
-                if n <= 0:  # a file system that reports 0 bytes written would loop forever
-                    raise OSError(5, "write returned no progress")
-                written += n
-                view = view[n:]
+            n = io.write(fd, data)  # one write() in practice
+            if n <= 0:  # a file system that reports 0 bytes written would loop forever
+                raise OSError(5, "write returned no progress")
+            written = n
+            if written != len(data):  # a loop only if the kernel writes less
+                view = memoryview(data)[written:]
+                while view:
+                    n = io.write(fd, view)
+                    if n <= 0:
+                        raise OSError(5, "write returned no progress")
+                    written += n
+                    view = view[n:]
         except OSError as exc:
             error = AppendError(exc.errno or 0, "append to the run log", self.path)
             error.written = written  # the caller tells which of its lines landed whole

@@ -54,10 +54,15 @@ def outcome(call: Callable[[], Any]) -> Any:
         return ("error", type(exc).__name__, str(exc))
 
 
-def answers(store: Path, where: str, metric: str, k: int, mode: str | None, status: Any, n: int) -> dict[str, Any]:
+def answers(store: Path, where: str, metric: str, k: int, mode: str | None, status: Any, n: int,
+            sort: str = "metrics.accuracy desc") -> dict[str, Any]:
     tracker = ExperimentTracker(store)
     try:
         return {
+            "sorted": outcome(lambda: [(r.run_id, total) for r, total in zip(
+                *_sorted(tracker, sort, where, n), strict=False)]),
+            "sorted_all": outcome(lambda: [r.run_id for r in tracker.sorted_runs(sort)[0]]),
+            "count": outcome(lambda: tracker.count_runs(where=where)),
             "top": outcome(lambda: [r.run_id for r in tracker.top_runs(metric, k, mode=mode, where=where,
                                                                        status=status)]),
             "summary": outcome(lambda: json.dumps(tracker.summary(where=where, status=status), sort_keys=True,
@@ -68,6 +73,11 @@ def answers(store: Path, where: str, metric: str, k: int, mode: str | None, stat
         }
     finally:
         detach_store_log(tracker.store)
+
+
+def _sorted(tracker: ExperimentTracker, sort: str, where: str, n: int) -> tuple[list[Any], list[int]]:
+    runs, total = tracker.sorted_runs(sort, where=where, limit=n, offset=1)
+    return runs, [total] * len(runs)
 
 
 def both(store: Path, *args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -149,11 +159,14 @@ def write_runs(tracker: ExperimentTracker, specs: list[dict[str, Any]]) -> list[
     mode=st.sampled_from([None, "max", "min"]),
     status=st.sampled_from(["finished", "any", ["finished", "failed"]]),
     n=st.sampled_from([1, 4, 50]),
+    sort=st.lists(st.tuples(st.sampled_from(["params.model", "params.depth", "metrics.accuracy", "metrics.loss",
+                                             "timestamp"]), st.sampled_from(["", " desc", " asc"])),
+                  min_size=1, max_size=2).map(lambda keys: ", ".join(f + d for f, d in keys)),
     edits=st.lists(st.tuples(st.sampled_from(["delete", "tag", "rename"]), st.integers(0, 40)), max_size=3),
 )
 def test_columns_answer_what_the_log_answers(first: list[dict[str, Any]], later: list[dict[str, Any]], where: str,
                                              metric: str, k: int, mode: str | None, status: Any, n: int,
-                                             edits: list[tuple[str, int]]) -> None:
+                                             sort: str, edits: list[tuple[str, int]]) -> None:
     store = Path(tempfile.mkdtemp(prefix="exptrack-columnar-"))
     try:
         tracker = ExperimentTracker(store)
@@ -170,7 +183,7 @@ def test_columns_answer_what_the_log_answers(first: list[dict[str, Any]], later:
                 else:
                     tracker.rename(run_id, "renamed")
         detach_store_log(store)
-        fast, slow = both(store, where, metric, k, mode, status, n)
+        fast, slow = both(store, where, metric, k, mode, status, n, sort)
         assert fast == slow
     finally:
         shutil.rmtree(store, ignore_errors=True)
@@ -345,3 +358,23 @@ def test_cli_and_installed_script_agree_with_the_log(sweep: Path) -> None:
         slow = [r.run_id for r in ExperimentTracker(sweep).top_runs("accuracy", 4, where=WHERE)]
     for output in (via_runner.output, via_script.stdout):
         assert [run["run_id"] for run in json.loads(output)] == slow
+
+
+def test_sorted_page_comes_from_the_columns(sweep: Path) -> None:
+    results: list[Any] = []
+    real = column_answers.ColumnAnswers.sorted_rows
+
+    def spy(self: Any, *args: Any) -> Any:
+        results.append(real(self, *args))
+        return results[-1]
+
+    spec = "params.max_depth desc, metrics.accuracy"
+    with mock.patch.object(column_answers.ColumnAnswers, "sorted_rows", spy):
+        page, total = ExperimentTracker(sweep).sorted_runs(spec, where=WHERE, limit=5, offset=3)
+    assert len(results) == 1
+    assert results[0] is not None
+    with log_only():
+        slow, slow_total = ExperimentTracker(sweep).sorted_runs(spec, where=WHERE, limit=5, offset=3)
+    assert [r.run_id for r in page] == [r.run_id for r in slow]
+    assert total == slow_total == sum(1 for i in range(300) if i % 3 == 0 and i % 17 > 10)
+    assert [r.params["max_depth"] for r in page] == [16, 16, 16, 15, 15]  # rf at 16: i = 84, 135, 186, 237, 288

@@ -10,8 +10,8 @@ the listed runs apart first, and what does not fit the terminal is named below t
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
@@ -89,13 +89,9 @@ def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | N
     total: int | None = None
     selected: Sequence[Run]
     if sort:
-        from exptrack.query.sort import first_sorted, parse_sort, sort_records
-
-        keys = parse_sort(sort)
-        tracker.check_fields(key.field for key in keys)  # a typo is an error, not an unsorted listing
-        counted = _Counter(tracker.runs(where=chosen, include_deleted=include_deleted))
-        selected = first_sorted(counted, keys, limit) if limit else sort_records(counted, keys)
-        total = counted.count
+        # a typo in a key is an error, not an unsorted listing (sorted_runs checks the fields)
+        selected, total = tracker.sorted_runs(sort, where=chosen, limit=limit or None,
+                                              include_deleted=include_deleted)
     elif limit:
         selected = tracker.recent_runs(limit, where=chosen, include_deleted=include_deleted)
         if chosen is None and not include_deleted:
@@ -114,28 +110,14 @@ def runs(ctx: click.Context, limit: int | None, sort: str | None, where: str | N
         click.echo(f"(showing the last {len(selected)} matching runs; --limit 0 shows all)", err=True)
 
 
-def _with_status(where: str | None, scope: frozenset[str] | None) -> str | Callable[[Mapping[str, Any]], bool] | None:
-    """The ``--where`` filter narrowed to the ``--status`` scope (one predicate for every path)."""
+def _with_status(where: str | None, scope: frozenset[str] | None) -> str | None:
+    """The ``--where`` filter narrowed to the ``--status`` scope: one filter for every path (the
+    columnar index reads it like any other)."""
     if scope is None:
         return where
-    from exptrack.query.where import compile_where
+    if where:
+        from exptrack.query.where import compile_where
 
-    base = compile_where(where) if where else None
-
-    def accepts(record: Mapping[str, Any]) -> bool:
-        return record.get("status") in scope and (base is None or base(record))
-
-    accepts.compared = getattr(base, "compared", ())  # type: ignore[attr-defined]  # the reader checks them
-    return accepts
-
-
-class _Counter:
-    """Passes runs through and counts them (the sorted listing says how many it chose from)."""
-
-    def __init__(self, runs: Iterator[Run]) -> None:
-        self.runs, self.count = runs, 0
-
-    def __iter__(self) -> Iterator[Run]:
-        for run in self.runs:
-            self.count += 1
-            yield run
+        compile_where(where)  # a complete expression alone (errors point into it), so safe to parenthesise
+    statuses = "status IN (" + ", ".join(f"'{status}'" for status in sorted(scope)) + ")"
+    return statuses if not where else f"{statuses} AND ({where})"

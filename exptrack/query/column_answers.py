@@ -198,6 +198,27 @@ class ColumnAnswers:
                 matched[row] = True
         return matched.nonzero()[0]
 
+    def sorted_rows(self, index: LogIndex, predicate: Predicate | None, keys: Any, experiment: str | None,
+                    include_deleted: bool, read: Read) -> tuple[list[int], int] | None:
+        """Offsets of the runs ``predicate`` accepts (all when None) in ``keys`` order (a sort spec
+        as segments and directions), and how many there are; None when a key has no column."""
+        if predicate is None:
+            view = self.view(index)
+            if view is None:
+                return None
+            rows = _columnar().rows_in_scope(view, index.watermark, _excluded(index, include_deleted), None,
+                                              experiment).nonzero()[0]
+        else:
+            rows = self.matching_rows(index, predicate, experiment, include_deleted, read)
+            view = self._view
+        if rows is None or view is None:
+            return None
+        ordered = _columnar().sort_order(view, rows, keys)
+        if ordered is None:
+            return None
+        offsets: list[int] = view.offsets[ordered].tolist()
+        return offsets, len(offsets)
+
     def matching_offsets(self, index: LogIndex, predicate: Predicate, experiment: str | None,
                          include_deleted: bool, read: Read) -> list[int] | None:
         rows = self.matching_rows(index, predicate, experiment, include_deleted, read)

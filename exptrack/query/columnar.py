@@ -371,3 +371,55 @@ def metric_values(view: ColumnView, rows: Any, metric: str) -> tuple[list[Any], 
     for i in np.flatnonzero(column.kinds[holding] == INT).tolist():
         values[i] = int(values[i])
     return values, holding, numbers
+
+
+# -- sorting -----------------------------------------------------------------------------------------
+
+
+def sort_order(view: ColumnView, rows: Any, keys: Sequence[tuple[tuple[str, ...], bool]]) -> Any | None:
+    """``rows`` ordered as ``query.sort.sort_records`` orders their runs (``keys``: each field's
+    segments and whether it is descending; ties keep log order), or None when a key is not a
+    param or metric column or a value of another kind is among the rows."""
+    import numpy as np
+
+    from exptrack.query.sort import _rank
+
+    columns: list[Any] = []
+    for segs, descending in keys:
+        if len(segs) != 2 or segs[0] not in ("params", "metrics"):
+            return None
+        column = view.field(segs[0], segs[1])
+        group = np.full(len(rows), 4, np.int8)  # missing, null and NaN last
+        number = np.zeros(len(rows))
+        text = np.zeros(len(rows), np.int64)
+        if column is not None:
+            kinds = column.kinds[rows]
+            if bool((kinds == OTHER).any()):
+                return None
+            numeric = (kinds == INT) | (kinds == FLOAT)
+            if column.numbers is not None:
+                values = column.numbers[rows]
+                finite = numeric & (values == values)
+                group[finite] = 0
+                number[finite] = values[finite]
+            group[kinds == TRUE] = 2
+            number[kinds == TRUE] = 1.0
+            group[kinds == FALSE] = 2
+            if column.codes is not None:
+                ranks = [_rank(s, segs[0] == "params", False) for s in column.strings]
+                order = {t: i for i, t in enumerate(sorted({r[2] for r in ranks}))}
+                table_group = np.array([r[0] for r in ranks] + [4], np.int8)
+                table_number = np.array([r[1] for r in ranks] + [0.0])
+                table_text = np.array([order[r[2]] for r in ranks] + [0], np.int64)
+                strings = kinds == STR
+                codes = column.codes[rows]
+                group = np.where(strings, table_group[codes], group)
+                number = np.where(strings, table_number[codes], number)
+                text = np.where(strings, table_text[codes], text)
+        if descending:
+            number, text = -number, -text
+        columns.append((group, number, text))
+    lexkeys: list[Any] = [np.arange(len(rows))]  # the last resort: log order
+    for group, number, text in reversed(columns):
+        lexkeys.extend((text, number, group))
+    return rows[np.lexsort(lexkeys)]

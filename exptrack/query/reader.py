@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from exptrack.query.column_answers import ColumnAnswers
+    from exptrack.query.sort import SortKey
     from exptrack.query.sql import Rows
     from exptrack.store.index.log_index import LogIndex
     from exptrack.store.scan import LogScan
@@ -338,13 +339,67 @@ class StoreReader:
 
         return list(collections.deque(self.runs(where=where, include_deleted=include_deleted), maxlen=n))
 
-    def count_runs(self) -> int:
-        """How many valid runs the store holds (from the index: no pass over the log when warm)."""
+    def count_runs(self, *, where: Where = None) -> int:
+        """How many valid runs the store holds, or match ``where`` (from the index and its columns:
+        no pass over the log when warm)."""
         with self._lock:
             index = self._indexed()
-            if index is not None:
+            if index is not None and where is None:
                 return self._scoped_groups(index.groups).runs()
-        return sum(1 for _ in self.runs())
+        predicate = self._predicate(where)
+        if predicate is not None:
+            with self._lock:
+                found = self._column_answers()
+                if found is not None:
+                    index, columns, read = found
+                    try:
+                        offsets = columns.matching_offsets(index, predicate, self.experiment, False, read)
+                    except StaleIndexError as exc:
+                        self._index_failed(exc)
+                        offsets = None
+                    if offsets is not None:
+                        return len(offsets)
+        return sum(1 for _ in self.runs(where=where))
+
+    def sorted_runs(self, sort: str | Sequence[SortKey], *, where: Where = None, limit: int | None = None,
+                    offset: int = 0, include_deleted: bool = False) -> tuple[list[Run], int]:
+        """The runs ``where`` accepts in ``sort`` order (``"metrics.accuracy desc, params.lr"``:
+        missing values and NaN last, ties in log order), ``offset`` and ``limit`` applied, and how
+        many runs matched.  Sorted from the columnar index when its columns hold every key.
+
+        Raises:
+            QueryError: the sort spec is invalid or names a field no run has; a bad filter.
+        """
+        from exptrack.query.parser import _field_segments
+        from exptrack.query.sort import first_sorted, parse_sort, sort_records
+
+        keys = parse_sort(sort) if isinstance(sort, str) else list(sort)
+        self.check_fields(key.field for key in keys)
+        predicate = self._predicate(where)
+        stop = None if limit is None else offset + limit
+        with self._lock:
+            found = self._column_answers()
+            if found is not None:
+                index, columns, read = found
+                specs = [(_field_segments(key.field), key.descending) for key in keys]
+                try:
+                    ordered = columns.sorted_rows(index, predicate, specs, self.experiment, include_deleted, read)
+                    if ordered is not None:
+                        chosen = ordered[0][offset:stop]
+                        self.last_corrupt = self._indexed_corrupt(index)
+                        return [read(at) for at in chosen], ordered[1]
+                except StaleIndexError as exc:
+                    self._index_failed(exc)
+        total = 0
+
+        def counted() -> Iterator[Run]:
+            nonlocal total
+            for run in self.runs(where=predicate, include_deleted=include_deleted):
+                total += 1
+                yield run
+
+        selected = first_sorted(counted(), keys, stop) if stop is not None else sort_records(counted(), keys)
+        return selected[offset:], total
 
     @_serialized
     def get_run(self, run_id: str, *, include_deleted: bool = False) -> Run:

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 from exptrack.errors import ExptrackError, QueryError
 from exptrack.query.ranking import StatusScope, status_scope
-from exptrack.query.sort import parse_sort, sort_records
 from exptrack.store.index.identity import IndexStats
 from exptrack.store.record import Run
 from exptrack.tracker import ExperimentTracker
@@ -219,37 +218,29 @@ class StoreView:
         if offset < 0:
             raise QueryError(f"offset must be 0 or more, not {offset}")
         if sort:
-            keys = parse_sort(sort)
-            needed = {key.field.split(".", 1)[0].strip("`") for key in keys}
+            def ordered() -> tuple[list[dict[str, Any]], int]:
+                # from the columnar index when it holds the keys: only the page's runs are read
+                page, total = self.tracker.sorted_runs(sort, where=where, limit=limit, offset=offset)
+                return [run.to_dict() for run in page], total
 
-            def ordered() -> list[str]:
-                # Sort projections that share the runs' own dicts: the sections the keys read only.
-                rows = ({"run_id": run.run_id, **{k: run[k] for k in needed if k in run}}
-                        for run in self.tracker.runs(where=where))
-                return [row["run_id"] for row in sort_records(rows, keys)]
-
-            version, ids = self._cached(("sorted", where, sort), ordered)
-            page = ids[offset:offset + limit]
-            total = len(ids)
-            known: dict[str, dict[str, Any]] = {}
-        elif offset + limit <= NEWEST and not self._fresh(where):
+            version, (runs, total) = self._cached(("sorted", where, sort, limit, offset), ordered)
+            return version, {"runs": runs, "total": total, "limit": limit, "offset": offset}
+        if offset + limit <= NEWEST and not self._fresh(where):
             # No selection of this version yet (the server just started, or runs were appended):
             # the newest runs are read backwards from the end of the log, whatever its size.
             version = self.version()
             recent = self.tracker.recent_runs(offset + limit, where=where)[::-1]
-            total = self.tracker.count_runs() if where is None else len(recent)
-            if where is not None and len(recent) == offset + limit:
-                version, sel = self.selection(where)  # a filtered total needs the whole pass
-                total = len(sel.ids)
+            total = len(recent)
+            if where is None or len(recent) == offset + limit:
+                total = self.tracker.count_runs(where=where)  # the columnar index counts a filter's runs
             runs = [run.to_dict() for run in recent[offset:offset + limit]]
             return version, {"runs": runs, "total": total, "limit": limit, "offset": offset}
-        else:
-            with self._select_lock:
-                version, sel = self.selection(where)
-                total = len(sel.ids)
-                stop = max(0, total - offset)
-                page = sel.ids[max(0, stop - limit):stop][::-1]  # newest first
-                known = sel.newest
+        with self._select_lock:
+            version, sel = self.selection(where)
+            total = len(sel.ids)
+            stop = max(0, total - offset)
+            page = sel.ids[max(0, stop - limit):stop][::-1]  # newest first
+            known = sel.newest
         runs = [known.get(run_id) or self.tracker.get_run(run_id).to_dict() for run_id in page]
         return version, {"runs": runs, "total": total, "limit": limit, "offset": offset}
 

@@ -377,4 +377,4 @@ def test_sorted_page_comes_from_the_columns(sweep: Path) -> None:
         slow, slow_total = ExperimentTracker(sweep).sorted_runs(spec, where=WHERE, limit=5, offset=3)
     assert [r.run_id for r in page] == [r.run_id for r in slow]
     assert total == slow_total == sum(1 for i in range(300) if i % 3 == 0 and i % 17 > 10)
-    assert [r.params["max_depth"] for r in page] == [16, 16, 16, 15, 15]  # rf at 16: i = 84, 135, 186, 237, 288
+    assert [r.params["max_depth"] for r in page] == [16, 16, 16, 15, 15]  # six rf runs at 16; the page starts at the 4th

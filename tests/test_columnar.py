@@ -102,6 +102,15 @@ run_spec = st.fixed_dictionaries(
     }
 )
 
+JUNK = [
+    b"garbage\n",
+    b'{"schema":2,"run_id":"forged","timestamp":"","status":"finished","params":{"model":"rf","depth":12},'
+    b'"metrics":{"accuracy":99.0,"loss":99.0},"crc":"00000000"}\n',  # a checksum that does not match
+    b'{"schema":2,"run_id":"../x","params":{"model":"rf"},"metrics":{"accuracy":98.0}}\n',  # an unsafe id
+    b'{"kind":"resume","run_id":"nocount","params":{"model":"rf"},"metrics":{"accuracy":97.0}}\n',
+    b'{"run_id":"textmetric","params":{"model":"rf"},"metrics":{"accuracy":"high"}}\n',
+]
+
 literal = st.one_of(
     st.sampled_from(["'rf'", "'RF'", "'10'", "'abc'", "'r%'", "'1e3'", "''", "true", "false"]),
     st.sampled_from(["10", "10.0", "0.9", "-0", "1152921504606846976", "1e400", "3"]),
@@ -163,15 +172,18 @@ def write_runs(tracker: ExperimentTracker, specs: list[dict[str, Any]]) -> list[
                                              "timestamp"]), st.sampled_from(["", " desc", " asc"])),
                   min_size=1, max_size=2).map(lambda keys: ", ".join(f + d for f, d in keys)),
     edits=st.lists(st.tuples(st.sampled_from(["delete", "tag", "rename"]), st.integers(0, 40)), max_size=3),
+    junk=st.lists(st.sampled_from(JUNK), max_size=3),
 )
 def test_columns_answer_what_the_log_answers(first: list[dict[str, Any]], later: list[dict[str, Any]], where: str,
                                              metric: str, k: int, mode: str | None, status: Any, n: int,
-                                             sort: str, edits: list[tuple[str, int]]) -> None:
+                                             sort: str, edits: list[tuple[str, int]], junk: list[bytes]) -> None:
     store = Path(tempfile.mkdtemp(prefix="exptrack-columnar-"))
     try:
         tracker = ExperimentTracker(store)
         ids = write_runs(tracker, first)
         assert answers(store, where, metric, k, mode, status, n) is not None  # columns built at this point
+        with open(store / "runs.jsonl", "ab") as log:
+            log.write(b"".join(junk))  # lines the index reports corrupt: never an answer
         ids += write_runs(tracker, later)  # ... and extended here
         for kind, which in edits:
             if ids:
@@ -377,4 +389,4 @@ def test_sorted_page_comes_from_the_columns(sweep: Path) -> None:
         slow, slow_total = ExperimentTracker(sweep).sorted_runs(spec, where=WHERE, limit=5, offset=3)
     assert [r.run_id for r in page] == [r.run_id for r in slow]
     assert total == slow_total == sum(1 for i in range(300) if i % 3 == 0 and i % 17 > 10)
-    assert [r.params["max_depth"] for r in page] == [16, 16, 16, 15, 15]  # six rf runs at 16; the page starts at the 4th
+    assert [r.params["max_depth"] for r in page] == [16, 16, 16, 15, 15]  # six rf runs at 16; page from the 4th

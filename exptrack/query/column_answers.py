@@ -229,8 +229,9 @@ class ColumnAnswers:
 
 
 def _excluded(index: LogIndex, include_deleted: bool = False) -> list[int]:
-    """Lines the index does not count: duplicates of an earlier run id, hidden records."""
-    excluded = [c.offset for c in index.corrupt if c.reason.startswith("duplicate run_id")]
+    """Lines the index does not count: corrupt lines (duplicates of an earlier run id included;
+    the columns take any line that parses as a record, see ``store.index.columns``), hidden records."""
+    excluded = [c.offset for c in index.corrupt]
     excluded.extend(index.superseded if include_deleted else index.hidden)
     return excluded
 

@@ -29,14 +29,13 @@ import os
 import sys
 import time
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from exptrack.store import codec
 from exptrack.store.fsio import FILE_MODE, fs, make_dirs
 from exptrack.store.journal import io_write_all
-from exptrack.store.record import Run
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ SECTIONS: Final = ("params", "metrics")
 
 @dataclass(slots=True)
 class FieldColumns:
-    """One param's or metric's files and dictionary; ``kinds``/``numbers``/``codes`` buffer new rows."""
+    """One param's or metric's files and string dictionary."""
 
     section: str
     name: str
@@ -71,9 +70,6 @@ class FieldColumns:
     has_numbers: bool = False
     has_strings: bool = False
     codes_of: dict[str, int] = field(default_factory=dict)
-    kinds: bytearray = field(default_factory=bytearray)
-    numbers: array[float] = field(default_factory=lambda: array("d"))
-    codes: array[int] = field(default_factory=lambda: array("i"))
     new_strings: bool = False
 
     def to_state(self) -> list[object]:
@@ -178,7 +174,7 @@ class ColumnStore:
             if column.has_strings:
                 column.strings = self.read_strings(column)
                 column.codes_of = {s: i for i, s in enumerate(column.strings)}
-        _Builder(self, meta).fold(_runs(log_path, meta.watermark, watermark))
+        _Builder(self, meta).fold(_records(log_path, meta.watermark, watermark))
         meta.watermark = watermark
         self._write_meta(meta)
         return meta
@@ -241,109 +237,182 @@ class ColumnStore:
         self.write_whole("meta.json", codec.dumps(meta.to_state()))
 
 
-def _runs(log_path: str, start: int, end: int) -> Iterable[Run]:
-    """The run lines of ``[start, end)``, checked as every reader checks them (edits and corrupt
-    lines are not rows; duplicates are, and queries leave them out as the index says)."""
-    from exptrack.store.scan import LogScan
+_CHUNK: Final = 8 << 20
 
-    for item in LogScan(log_path, start=start, end=end):
-        if type(item) is Run:
-            yield item
+
+class _Absent:
+    """A field a run does not have (``MISSING`` in the kinds)."""
+
+
+_ABSENT: Final = _Absent()
+_TYPE_KIND: Final[dict[type, int]] = {float: FLOAT, int: INT, str: STR, type(None): NULL, _Absent: MISSING}
+
+
+def _records(log_path: str, start: int, end: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(offset, object)`` of each line of ``[start, end)`` that parses as a run record.
+
+    Lighter than the log reader: no checksum and no ``Run``.  That is enough because the index
+    already judged every line: queries leave out the lines it reports corrupt (a forged or torn
+    line may be a row here, never an answer), and every run an answer names is read again in
+    full.  Metrics the codec rewrites (non-finite values stored as null or text) are taken from
+    the codec itself.
+    """
+    fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pos = start
+        while pos < end:
+            chunk = os.pread(fd, min(_CHUNK, end - pos), pos)
+            if not chunk:
+                return
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:
+                if len(chunk) < end - pos:  # one line longer than a chunk: read it whole
+                    chunk = os.pread(fd, end - pos, pos)
+                    cut = chunk.rfind(b"\n") + 1
+                if cut == 0:
+                    return
+            at = pos
+            for line in chunk[:cut].split(b"\n")[:-1]:
+                offset, at = at, at + len(line) + 1
+                try:
+                    obj = codec.loads(line)
+                except ValueError:
+                    continue
+                if type(obj) is not dict or "run_id" not in obj or obj.get("kind", "resume") != "resume":
+                    continue  # an edit, or not a record: never a row
+                metrics = obj.get("metrics")
+                if type(metrics) is not dict or type(obj.get("params")) is not dict:
+                    continue
+                if not all(type(v) is float or type(v) is int for v in metrics.values()):
+                    try:
+                        obj["metrics"] = codec.from_object(dict(obj)).metrics
+                    except codec.LineError:
+                        continue
+                yield offset, obj
+            pos += cut
+    finally:
+        os.close(fd)
 
 
 class _Builder:
-    """Appends rows: buffers a chunk, then writes each column's share of it."""
+    """Appends rows a chunk at a time: each column's share of a chunk is encoded in one go."""
 
     def __init__(self, store: ColumnStore, meta: ColumnMeta) -> None:
         self.store, self.meta = store, meta
         self.group_codes = {(g[0], g[1]): i for i, g in enumerate(meta.groups)}
+        self._reset()
+
+    def _reset(self) -> None:
         self.offsets = array("q")
         self.groups = array("i")
         self.dirs = bytearray()
-        self.new_groups = False
+        self.sections: dict[str, list[Mapping[str, Any]]] = {section: [] for section in SECTIONS}
 
-    def fold(self, runs: Iterable[Run]) -> None:
-        for run in runs:
-            self.add(run)
+    def fold(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
+        for offset, obj in records:
+            self.add(offset, obj)
             if len(self.offsets) >= _FLUSH_ROWS:
                 self.flush()
         self.flush()
 
-    def add(self, run: Run) -> None:
-        extra = run.extra
-        experiment = extra.get("experiment")
-        key = (experiment if type(experiment) is str else None, run.status)
+    def add(self, offset: int, obj: Mapping[str, Any]) -> None:
+        experiment = obj.get("experiment")
+        status = obj.get("status", "finished")
+        key = (experiment if type(experiment) is str else None, status if type(status) is str else "")
         code = self.group_codes.get(key)
         if code is None:
             code = self.group_codes[key] = len(self.meta.groups)
             self.meta.groups.append(key)
-        row = len(self.offsets)
-        self.offsets.append(run.offset)
+        self.offsets.append(offset)
         self.groups.append(code)
-        self.dirs.append(1 if extra.get("directions") else 0)
-        self._values("params", run.params, row)
-        self._values("metrics", run.metrics, row)
+        self.dirs.append(1 if obj.get("directions") else 0)
+        self.sections["params"].append(obj["params"])
+        self.sections["metrics"].append(obj["metrics"])
 
-    def _values(self, section: str, values: Mapping[str, Any], row: int) -> None:
-        fields = self.meta.fields
-        for name, value in values.items():
-            column = fields.get((section, name))
-            if column is None:
-                column = self._new_field(section, name, row)
-                if column is None:
-                    continue
-            kinds = column.kinds
-            if len(kinds) < row:
-                _pad(column, row)
-            kind = type(value)
-            if kind is float:
-                kinds.append(FLOAT)
-                self._number(column, value, row)
-            elif kind is int:
-                if -EXACT_INT <= value <= EXACT_INT:
-                    kinds.append(INT)
-                    self._number(column, float(value), row)
-                else:
-                    kinds.append(OTHER)
-            elif kind is str and section == "params":
-                code = column.codes_of.get(value)
-                if code is None and len(column.strings) < MAX_STRINGS:
-                    code = column.codes_of[value] = len(column.strings)
-                    column.strings.append(value)
-                    column.new_strings = True
-                if code is None:
-                    kinds.append(OTHER)
-                else:
-                    kinds.append(STR)
-                    self._string(column, code, row)
-            elif value is None:
-                kinds.append(NULL)
-            elif value is True:
-                kinds.append(TRUE)
-            elif value is False:
-                kinds.append(FALSE)
+    def flush(self) -> None:
+        rows = len(self.offsets)
+        if not rows:
+            return
+        store, meta = self.store, self.meta
+        for section, records in self.sections.items():
+            names: dict[str, None] = {}
+            for record in records:
+                names.update(dict.fromkeys(record))
+            for name in names:
+                if (section, name) not in meta.fields and self._new_field(section, name) is None:
+                    break
+        for column in meta.fields.values():
+            values = [record.get(column.name, _ABSENT) for record in self.sections[column.section]]
+            self._encode(column, values)
+        store.append("off", self.offsets)
+        store.append("grp", self.groups)
+        store.append("dir", self.dirs)
+        meta.rows += rows
+        self._reset()
+
+    def _encode(self, column: FieldColumns, values: list[Any]) -> None:
+        """Append one chunk of a field: kinds, numbers and string codes, per value type."""
+        types = set(map(type, values))
+        if types == {_Absent}:
+            self.store.append(f"{column.number}.k", bytes(len(values)))
+            self._extend(column, "f", array("d", [_NAN]) * len(values))
+            self._extend(column, "s", array("i", [-1]) * len(values))
+            return
+        kinds = bytearray(map(_TYPE_KIND.get, map(type, values), [OTHER] * len(values)))
+        numbers = None
+        if types == {float}:
+            numbers = array("d", values)  # the common case: one C loop
+        elif float in types or int in types:
+            if int in types:
+                for i, value in enumerate(values):
+                    if type(value) is int and not -EXACT_INT <= value <= EXACT_INT:
+                        kinds[i] = OTHER  # beyond float64's exact integers: decided from the record
+            numbers = array("d", [float(v) if k in (INT, FLOAT) else _NAN for v, k in zip(values, kinds)])
+        if bool in types:
+            for i, value in enumerate(values):
+                if value is True or value is False:
+                    kinds[i] = TRUE if value else FALSE
+        codes = None
+        if str in types:
+            codes_of, strings = column.codes_of, column.strings
+            if column.section != "params":
+                codes = None  # a metric is never text; the codec would have refused the line
+                for i, kind in enumerate(kinds):
+                    if kind == STR:
+                        kinds[i] = OTHER
             else:
-                kinds.append(OTHER)
+                for text in dict.fromkeys(v for v in values if type(v) is str):
+                    if text not in codes_of and len(strings) < MAX_STRINGS:
+                        codes_of[text] = len(strings)
+                        strings.append(text)
+                        column.new_strings = True
+                codes = array("i", [codes_of.get(v, -1) if type(v) is str else -1 for v in values])
+                for i, code in enumerate(codes):
+                    if code < 0 and kinds[i] == STR:
+                        kinds[i] = OTHER  # past the field's dictionary
+        self.store.append(f"{column.number}.k", kinds)
+        self._extend(column, "f", numbers if numbers is not None else array("d", [_NAN]) * len(values))
+        self._extend(column, "s", codes if codes is not None else array("i", [-1]) * len(values))
+        if column.new_strings:
+            self.store.write_whole(f"{column.number}.d", codec.dumps(column.strings))
+            column.new_strings = False
 
-    def _number(self, column: FieldColumns, value: float, row: int) -> None:
-        if not column.has_numbers:
-            column.has_numbers = True
-            self.store.append(f"{column.number}.f", array("d", [_NAN]) * self.meta.rows, new=True)
-        numbers = column.numbers
-        if len(numbers) < row:
-            numbers.extend(array("d", [_NAN]) * (row - len(numbers)))
-        numbers.append(value)
+    def _extend(self, column: FieldColumns, part: str, data: array[Any]) -> None:
+        """Append numbers (``f``) or codes (``s``); a field's first ones start its file, the
+        committed rows before them filled with NaN / -1."""
+        has = column.has_numbers if part == "f" else column.has_strings
+        if not has:
+            if all(x != x for x in data) if part == "f" else all(x < 0 for x in data):
+                return
+            filler = array("d", [_NAN]) if part == "f" else array("i", [-1])
+            self.store.append(f"{column.number}.{part}", filler * self.meta.rows, new=True)
+            if part == "f":
+                column.has_numbers = True
+            else:
+                column.has_strings = True
+        self.store.append(f"{column.number}.{part}", data)
 
-    def _string(self, column: FieldColumns, code: int, row: int) -> None:
-        if not column.has_strings:
-            column.has_strings = True
-            self.store.append(f"{column.number}.s", array("i", [-1]) * self.meta.rows, new=True)
-        codes = column.codes
-        if len(codes) < row:
-            codes.extend(array("i", [-1]) * (row - len(codes)))
-        codes.append(code)
-
-    def _new_field(self, section: str, name: str, row: int) -> FieldColumns | None:
+    def _new_field(self, section: str, name: str) -> FieldColumns | None:
         meta = self.meta
         if len(meta.fields) >= MAX_FIELDS:
             meta.capped = True
@@ -352,38 +421,3 @@ class _Builder:
         meta.fields[(section, name)] = column
         self.store.append(f"{column.number}.k", bytes(meta.rows), new=True)  # MISSING for every committed row
         return column
-
-    def flush(self) -> None:
-        rows = len(self.offsets)
-        if not rows:
-            return
-        store = self.store
-        for column in self.meta.fields.values():
-            _pad(column, rows)
-            store.append(f"{column.number}.k", column.kinds)
-            column.kinds = bytearray()
-            if column.has_numbers:
-                store.append(f"{column.number}.f", column.numbers)
-                column.numbers = array("d")
-            if column.has_strings:
-                store.append(f"{column.number}.s", column.codes)
-                column.codes = array("i")
-            if column.new_strings:
-                store.write_whole(f"{column.number}.d", codec.dumps(column.strings))
-                column.new_strings = False
-        store.append("off", self.offsets)
-        store.append("grp", self.groups)
-        store.append("dir", self.dirs)
-        self.meta.rows += rows
-        self.offsets, self.groups, self.dirs = array("q"), array("i"), bytearray()
-
-
-def _pad(column: FieldColumns, rows: int) -> None:
-    """Fill the buffered rows a field had no value for (MISSING, NaN, no string)."""
-    missing = rows - len(column.kinds)
-    if missing > 0:
-        column.kinds.extend(bytes(missing))
-    if column.has_numbers and len(column.numbers) < rows:
-        column.numbers.extend(array("d", [_NAN]) * (rows - len(column.numbers)))
-    if column.has_strings and len(column.codes) < rows:
-        column.codes.extend(array("i", [-1]) * (rows - len(column.codes)))

@@ -390,3 +390,25 @@ def test_sorted_page_comes_from_the_columns(sweep: Path) -> None:
     assert [r.run_id for r in page] == [r.run_id for r in slow]
     assert total == slow_total == sum(1 for i in range(300) if i % 3 == 0 and i % 17 > 10)
     assert [r.params["max_depth"] for r in page] == [16, 16, 16, 15, 15]  # six rf runs at 16; page from the 4th
+
+
+@pytest.mark.parametrize("built", [True, False], ids=["columns built before", "no columns"])
+def test_a_read_only_store_answers_filters_with_the_columns_it_has(sweep: Path, counted: dict[str, int],
+                                                                   built: bool) -> None:
+    from test_readonly import RefusingFileSystem
+
+    from exptrack.store.fsio import install
+
+    with log_only():
+        expected = [r.run_id for r in ExperimentTracker(sweep).top_runs("accuracy", 5, where=WHERE)]
+    if built:
+        ExperimentTracker(sweep).count_runs(where=WHERE)
+    counted["answers"] = 0
+    refusing = RefusingFileSystem(30)  # EROFS
+    previous = install(refusing)
+    try:
+        tracker = ExperimentTracker(sweep)
+        assert [r.run_id for r in tracker.top_runs("accuracy", 5, where=WHERE)] == expected
+    finally:
+        install(previous)
+    assert counted["answers"] == (1 if built else 0)

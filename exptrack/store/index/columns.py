@@ -140,7 +140,11 @@ class ColumnStore:
         try:
             make_dirs(self.dir)
             fd = fs().open(self.path("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        except OSError as exc:
+        except OSError as exc:  # a read-only store: columns someone else built may still cover it
+            meta = self.read_meta()
+            if meta is not None and self._usable(meta, log_path, generation, repair=False) \
+                    and meta.watermark >= watermark:
+                return meta
             logger.info("no columnar index for %s: %s", log_path, exc)
             return None
         try:
@@ -162,8 +166,7 @@ class ColumnStore:
     def _sync_locked(self, log_path: str, generation: str, watermark: int) -> ColumnMeta:
         info = os.stat(log_path)
         meta = self.read_meta()
-        if meta is not None and (meta.generation != generation or (meta.dev, meta.ino) != (info.st_dev, info.st_ino)
-                                 or meta.watermark > info.st_size or not self._files_hold(meta)):
+        if meta is not None and not self._usable(meta, log_path, generation, repair=True):
             meta = None
         if meta is None:
             self._clear()
@@ -179,14 +182,19 @@ class ColumnStore:
         self._write_meta(meta)
         return meta
 
-    def _files_hold(self, meta: ColumnMeta) -> bool:
-        """Every file holds at least the committed rows; longer ones are cut back to them."""
+    def _usable(self, meta: ColumnMeta, log_path: str, generation: str, *, repair: bool) -> bool:
+        """The columns describe this log (the index's generation, the same file) and every file
+        holds the committed rows; with ``repair``, rows a crashed refresh left after them are cut."""
+        info = os.stat(log_path)
+        if meta.generation != generation or (meta.dev, meta.ino) != (info.st_dev, info.st_ino) \
+                or meta.watermark > info.st_size:
+            return False
         for name, size in self._files(meta):
             path = self.path(name)
             actual = os.stat(path).st_size if os.path.exists(path) else -1
             if actual < size:
                 return False
-            if actual > size:
+            if actual > size and repair:
                 os.truncate(path, size)
         return True
 
@@ -206,7 +214,7 @@ class ColumnStore:
         for name in os.listdir(self.dir):
             if name != "lock":
                 with contextlib.suppress(OSError):
-                    os.unlink(self.path(name))
+                    fs().unlink(self.path(name))
 
     def append(self, name: str, data: bytes | bytearray | array[Any], *, new: bool = False) -> None:
         """Append ``data`` (little-endian) to a column; ``new`` starts the file afresh (a crashed

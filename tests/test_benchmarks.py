@@ -52,6 +52,17 @@ def run_quick(script: str) -> str:
             id="listing",
         ),
         pytest.param(
+            "filtered_queries.py",
+            ["filtered top-10: rf, max_depth > 10", "filtered top-10: xgb, lr < 0.01", "filtered summary: rf",
+             "last 20 matches: rf", "all matches: rf", "runs -n 20 (no filter)",
+             "exptrack: first query (builds the columns)", "exptrack warm (API)", "exptrack after +1,000 runs",
+             "exptrack log path (columns off)", "exptrack top -w (process)", "duckdb read_json (JSONL)",
+             "duckdb read_parquet (copy)", "numpy arrays in memory (limit)", "read the file's bytes (raw limit)",
+             "columns", "index + tail", "2,000 runs", "10,000 runs", ".index/columns MiB", "peak RSS (VmHWM) MiB",
+             "answers agree: yes"],
+            id="filtered_queries",
+        ),
+        pytest.param(
             "lifecycle.py",
             ["set_tags (one run)", "set_note (one run)", "delete_runs (the best run)",
              "first best_run after it (recompute)", "gc (compact, fresh process)",

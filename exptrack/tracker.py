@@ -141,11 +141,16 @@ class ExperimentTracker(StoreReader):
             LockTimeoutError, StorageError: the append failed; the run is not acknowledged.
         """
         if run_id is None and timestamp is None and name is None and history is None:
-            run, line = codec.build_line(
-                params=params, metrics=metrics, tags=tags, status=status, extra=extra,
-                required_metrics=self.required_metrics, directions=directions,
-                experiment=experiment or self.experiment,
-            )
+            # The common record: codec's C-validated fast path, else its reference walk.
+            made = None if directions else codec.new_line(params, metrics, tags, status, extra, self.required_metrics,
+                                                          experiment or self.experiment)
+            if made is None:
+                made = codec.build_line(
+                    params=params, metrics=metrics, tags=tags, status=status, extra=extra,
+                    required_metrics=self.required_metrics, directions=directions,
+                    experiment=experiment or self.experiment,
+                )
+            run, line = made
             offset = self._journal.append((line,))
         else:
             return self._log_given([{
@@ -246,6 +251,13 @@ class ExperimentTracker(StoreReader):
 
     def _build(self, item: Mapping[str, Any]) -> tuple[Run, bytes, bytes]:
         """One validated run, its line and its history file's bytes (empty without a history)."""
+        if (type(item) is dict and item.get("history") is None and item.get("run_id") is None
+                and item.get("timestamp") is None and item.get("name") is None and not item.get("directions")):
+            made = codec.new_line(item.get("params"), item.get("metrics"), item.get("tags"),
+                                  item.get("status", "finished"), item.get("extra"), self.required_metrics,
+                                  item.get("experiment") or self.experiment)
+            if made is not None:
+                return made[0], made[1], b""
         fields = dict(item)
         history = fields.pop("history", None)
         fields["experiment"] = fields.get("experiment") or self.experiment

@@ -198,3 +198,72 @@ def test_the_returned_record_does_not_share_the_callers_containers() -> None:
     params["layers"].append(16)
     params["opt"]["lr"] = 1.0
     assert run.params == {"layers": [64, 32], "opt": {"lr": 0.1}}
+
+
+# -- the tracker's own calls: log_run and log_runs reach the fast path without build_line ----------
+
+
+@pytest.fixture(scope="module")
+def shared_tracker(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from exptrack import ExperimentTracker
+    from exptrack.store.logs import detach_store_log
+
+    store = tmp_path_factory.mktemp("fast") / "store"
+    tracker = ExperimentTracker(store, durable=False)
+    yield tracker
+    tracker.close()
+    detach_store_log(str(store))
+
+
+def appended(tracker: Any, via: str, **fields: Any) -> tuple[Any, bytes]:
+    """What the tracker stored for one run: the returned record and its line read back from the log."""
+    with mock.patch.object(codec, "new_run_id", return_value=RUN_ID), mock.patch.object(
+        record, "new_run_id", return_value=RUN_ID
+    ), mock.patch.object(codec, "utc_timestamp", return_value=STAMP), mock.patch.object(
+        record, "utc_timestamp", return_value=STAMP
+    ):
+        run = tracker.log_run(**fields) if via == "log_run" else tracker.log_runs([fields])[0]
+    with open(tracker.runs_path, "rb") as handle:
+        handle.seek(run.offset)
+        return run, handle.readline()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    params=st.none() | st.dictionaries(st.text(max_size=4), values, max_size=4) | values,
+    metrics=st.none() | st.dictionaries(st.text(max_size=4) | st.sampled_from([1, ""]), metric_values, max_size=4),
+    tags=tags,
+    status=st.sampled_from(["finished", "failed", "pruned", "done"]),
+    extra=st.none() | st.dictionaries(extra_keys, values, max_size=3),
+    via=st.sampled_from(["log_run", "log_runs"]),
+)
+def test_log_run_and_log_runs_store_exactly_what_the_reference_builds(
+    shared_tracker: Any, params: Any, metrics: Any, tags: Any, status: str, extra: Any, via: str
+) -> None:
+    fields = {"params": params, "metrics": metrics, "tags": tags, "status": status, "extra": extra}
+    mine = outcome(lambda **f: appended(shared_tracker, via, **f), **fields)
+    assert mine == outcome(reference, timestamp=STAMP, **fields)
+
+
+def test_log_runs_items_take_the_fast_path_only_without_given_fields(shared_tracker: Any) -> None:
+    calls: list[int] = []
+    real = codec.new_line
+
+    def counting(*args: Any) -> Any:
+        made = real(*args)
+        calls.append(made is not None)
+        return made
+
+    with mock.patch.object(codec, "new_line", counting):
+        runs = shared_tracker.log_runs([
+            {"metrics": {"accuracy": 0.5}},  # the fast path, from log_runs itself
+            {"metrics": {"accuracy": 0.5}, "name": "given"},  # build_line checks the name, then its fast path
+            {"metrics": {"accuracy": 0.5}, "timestamp": STAMP},  # build_line checks the time, then its fast path
+            {"metrics": {"accuracy": 0.5}, "directions": {"accuracy": "max"}},  # the reference path only
+            {"metrics": {"accuracy": math.nan}},  # refused twice (log_runs, build_line): the reference writes it
+        ])
+    assert calls == [True, True, True, False, False]
+    assert [run.name for run in runs][1] == "given"
+    assert runs[2].timestamp == STAMP
+    assert runs[3].extra["directions"] == {"accuracy": "max"}
+    assert math.isnan(runs[4].metrics["accuracy"])

@@ -182,22 +182,44 @@ def _fast_line(
     """The run and its line when every value is plain, else ``None`` (the reference path decides)."""
     if run_id is not None:
         return None  # a given id (imports, resume) follows record's rules for ids; rare, so not here
-    run_id = new_run_id()
-    timestamp = timestamp or utc_timestamp()
-    if type(timestamp) is not str or not CANONICAL_TIME.fullmatch(timestamp):
+    if not timestamp:
+        timestamp = utc_timestamp()  # canonical by construction
+    elif type(timestamp) is not str or not CANONICAL_TIME.fullmatch(timestamp):
         return None  # a given time is normalised to UTC by the reference path
-    run_name = generated_name(run_id) if name is None else check_name(name)
-    run_experiment = DEFAULT_EXPERIMENT if experiment is None else check_name(experiment, "experiment")
+    return new_line(params, metrics, tags, status, extra, required, experiment, timestamp, name)
+
+
+_NUMBERS = frozenset((int, float))  # exact types: bool is an int subclass, and not a metric
+
+
+def new_line(
+    params: object,
+    metrics: object,
+    tags: object,
+    status: str,
+    extra: object,
+    required: Sequence[str],
+    experiment: str | None,
+    timestamp: str | None = None,
+    name: str | None = None,
+) -> tuple[Run, bytes] | None:
+    """A new run (fresh id, ``timestamp`` or now) and its line when every value is plain, else ``None``.
+
+    The fast path of :func:`build_line`, called by ``log_run`` and ``log_runs`` directly: positional
+    arguments, no keyword dict, checks done by C calls where a loop would cost more.  Metric names
+    are not checked one by one: orjson refuses any key that is not exactly ``str``.
+    """
     if params is None:
         params = {}
+    elif type(params) is not dict:
+        return None
     if metrics is None:
         metrics = {}
-    if type(params) is not dict or type(metrics) is not dict or status not in STATUSES:
+    elif type(metrics) is not dict or (metrics and (not _NUMBERS.issuperset(map(type, metrics.values()))
+                                                     or "" in metrics)):
         return None
-    for metric, value in metrics.items():
-        kind = type(value)  # bool is an int subclass, and not a metric: exact types only
-        if (kind is not float and kind is not int) or type(metric) is not str or not metric:
-            return None
+    if status not in STATUSES:
+        return None
     for needed in required:
         if needed not in metrics:
             return None
@@ -212,10 +234,11 @@ def _fast_line(
             return None
     else:
         return None
+    run_id = new_run_id()
     body: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "run_id": run_id,
-        "timestamp": timestamp,
+        "timestamp": timestamp or utc_timestamp(),
         "status": status,
         "params": params,
         "metrics": metrics,
@@ -225,26 +248,23 @@ def _fast_line(
         if type(extra) is not dict or not _RESERVED.isdisjoint(extra) or "name" in extra or "experiment" in extra:
             return None
         body.update(extra)
-    body["name"], body["experiment"] = run_name, run_experiment
+    body["name"] = generated_name(run_id) if name is None else check_name(name)
+    body["experiment"] = DEFAULT_EXPERIMENT if experiment is None else check_name(experiment, "experiment")
     try:
         payload = orjson.dumps(body, default=_refuse, option=_FAST_OPTIONS)
     except (TypeError, orjson.JSONEncodeError):
         return None
+    # Decoding the bytes back is both the check and the copy: a value orjson wrote in another form
+    # than it came in (NaN, UUID, Enum, tuple...) compares unequal, and the run gets containers of
+    # its own.  (A Python walk proving the values plain and copying them measured no cheaper.)
     stored = orjson.loads(payload)
-    if stored != body:  # a value orjson wrote in another form than it came in (NaN, UUID, tuple...)
+    if stored != body:
         return None
     if len(payload) + _CRC_SUFFIX_LEN + 1 > MAX_RECORD_BYTES:
         return None  # the reference path raises the size error
-    del stored["schema"]
-    run = Run(
-        run_id=stored.pop("run_id"),
-        timestamp=stored.pop("timestamp"),
-        status=stored.pop("status"),
-        params=stored.pop("params"),
-        metrics=stored.pop("metrics"),
-        tags=tuple(stored.pop("tags")),
-        extra=stored,
-    )
+    del stored["schema"], stored["run_id"]
+    run = Run(run_id, stored.pop("timestamp"), stored.pop("params"), stored.pop("metrics"),
+              tuple(stored.pop("tags")), stored.pop("status"), stored)
     return run, b"%b,\"crc\":\"%08x\"}\n" % (payload[:-1], zlib.crc32(payload))
 
 

@@ -355,6 +355,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=100, help="runs per log_runs call when batched (default 100)")
     parser.add_argument("--peers", default=None,
                         help="comma list of optuna,mlflow or 'none' (default: those installed; quick: optuna)")
+    parser.add_argument("--cases", default=None,
+                        help="comma list of flush-only-single, flush-only-batched, durable-single, durable-batched "
+                             "(default: all four)")
     parser.add_argument("--dir", default=None, help="where the stores go (default: the temp dir); fsync cost "
                         "depends on this file system")
     args = parser.parse_args()
@@ -377,9 +380,15 @@ def main() -> int:
             reason = "not installed" if not installed(peer) else "not selected" + (" (--quick)" if args.quick else "")
             print(f"peer {peer}: {reason}")
 
+    kinds = ("flush-only-single", "flush-only-batched", "durable-single", "durable-batched")
+    chosen = set(kinds) if args.cases is None else {c.strip() for c in args.cases.split(",") if c.strip()}
+    if not chosen <= set(kinds):
+        parser.error(f"--cases takes {', '.join(kinds)}; not {', '.join(sorted(chosen - set(kinds)))}")
     cases = []
     for durable in (False, True):
         for batched in (False, True):
+            if f"{'durable' if durable else 'flush-only'}-{'batched' if batched else 'single'}" not in chosen:
+                continue
             for writer in WRITERS:
                 if writer in ("optuna", "mlflow") and writer not in peers:
                     continue

@@ -181,10 +181,10 @@ class ExperimentTracker(StoreReader):
         """
         checked: list[Mapping[str, Any]] = []
         for i, item in enumerate(items):
-            if not isinstance(item, Mapping):
+            if type(item) is not dict and not isinstance(item, Mapping):
                 raise InvalidRecordError(f"item {i} is a {type(item).__name__}, not a mapping", f"[{i}]")
-            unknown = set(item) - _LOG_RUN_KEYS
-            if unknown:
+            if not _LOG_RUN_KEYS.issuperset(item):
+                unknown = set(item) - _LOG_RUN_KEYS
                 raise InvalidRecordError(
                     f"item {i} has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
                     f"expected {', '.join(sorted(_LOG_RUN_KEYS))}",

@@ -329,7 +329,9 @@ def test_a_rewritten_log_rebuilds_the_columns(sweep: Path) -> None:
 
 
 def test_capped_dictionaries_and_fields_give_the_same_answers(sweep: Path) -> None:
-    with mock.patch.object(columns, "MAX_STRINGS", 2), mock.patch.object(columns, "MAX_FIELDS", 3):
+    from exptrack.store.index import columns_build
+
+    with mock.patch.object(columns_build, "MAX_STRINGS", 2), mock.patch.object(columns_build, "MAX_FIELDS", 3):
         fast = [r.run_id for r in ExperimentTracker(sweep).runs(where="params.model = 'knn' or params.lr < 0.01")]
         meta = json.loads((sweep / ".index" / "columns" / "meta.json").read_text())
     assert meta["capped"] is True
@@ -412,3 +414,57 @@ def test_a_read_only_store_answers_filters_with_the_columns_it_has(sweep: Path, 
     finally:
         install(previous)
     assert counted["answers"] == (1 if built else 0)
+
+
+def _decoded(store: Path) -> dict[str, Any]:
+    """The columns as values per row (kinds, numbers, strings), whatever the file numbering."""
+    import numpy as np
+
+    view = columnar.load(columns.ColumnStore(str(store / ".index")),
+                         columns.ColumnStore(str(store / ".index")).read_meta(), None)  # type: ignore[arg-type]
+    decoded: dict[str, Any] = {"off": view.offsets.tolist(),
+                               "grp": [view.meta.groups[g] for g in view.groups.tolist()],
+                               "dir": view.dirs.tolist()}
+    for section, name in view.meta.fields:
+        column = view.field(section, name)
+        assert column is not None
+        strings = [column.strings[c] if c >= 0 else None for c in column.codes.tolist()] \
+            if column.codes is not None else None
+        numbers = np.nan_to_num(column.numbers, nan=-12345.0).tolist() if column.numbers is not None else None
+        decoded[f"{section}.{name}"] = (column.kinds.tolist(), numbers, strings)
+    return decoded
+
+
+def test_a_build_on_every_core_equals_one_in_one_process(tmp_path: Path) -> None:
+    from exptrack.store.index import columns_build
+
+    stores = [tmp_path / "one", tmp_path / "many"]
+    for store in stores:
+        tracker = ExperimentTracker(store)
+        for i in range(3000):  # late fields, mixed kinds, a param past its dictionary
+            params: dict[str, Any] = {"model": ["rf", "svm"][i % 2], "depth": [3, "4", None, True][i % 4],
+                                      "id": f"id-{i % 50}"}
+            if i > 2000:
+                params["late"] = i
+            tracker.log_run(params=params, metrics={"accuracy": i / 3000, **({"loss": i} if i % 3 else {})},
+                            status="failed" if i % 7 == 0 else "finished", experiment="a" if i % 5 else None)
+        detach_store_log(store)
+    with mock.patch.object(columns_build, "MAX_STRINGS", 30):
+        ExperimentTracker(stores[0]).count_runs(where="params.model = 'rf'")
+        with mock.patch.object(columns_build, "PARALLEL_MIN_BYTES", 0), \
+                mock.patch("os.cpu_count", return_value=3), \
+                mock.patch.object(columns_build, "_merge", wraps=columns_build._merge) as merged:
+            ExperimentTracker(stores[1]).count_runs(where="params.model = 'rf'")
+    assert merged.call_count == 2  # two helpers' parts, after the caller's own
+    assert not [name for name in os.listdir(stores[1] / ".index" / "columns") if name.startswith("part.")]
+    one, many = _decoded(stores[0]), _decoded(stores[1])
+    assert one["off"] != many["off"]  # two stores, two logs: compare everything but the offsets
+    one.pop("off"), many.pop("off")
+    capped_one, capped_many = one.pop("params.id"), many.pop("params.id")
+    assert one == many
+    # past a capped dictionary, which strings keep a code depends on the order they were met;
+    # a string without one is OTHER (read from its line), so the parts may differ only so
+    for kind_a, kind_b, text_a, text_b in zip(capped_one[0], capped_many[0], capped_one[2], capped_many[2],
+                                              strict=True):
+        assert (kind_a, text_a) == (kind_b, text_b) or columns.OTHER in (kind_a, kind_b)
+    assert capped_many[0].count(columns.STR) >= 1000

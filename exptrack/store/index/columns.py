@@ -26,10 +26,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import time
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -51,9 +52,7 @@ MAX_FIELDS: Final = 512
 """Columns kept (params and metrics together); a store with more names answers the rest from the log."""
 MAX_STRINGS: Final = 8192
 """Distinct strings kept per field; more are ``OTHER`` (an id-like param gains nothing from codes)."""
-_FLUSH_ROWS: Final = 1 << 16  # rows buffered before they are appended: memory stays flat
 _LOCK_WAIT: Final = 30.0
-_NAN: Final = float("nan")
 _LITTLE = sys.byteorder == "little"
 
 SECTIONS: Final = ("params", "metrics")
@@ -111,8 +110,8 @@ class ColumnMeta:
 class ColumnStore:
     """The column files of one store: ``sync`` appends the rows the index has and the columns lack."""
 
-    def __init__(self, index_dir: str) -> None:
-        self.dir = os.path.join(index_dir, COLUMNS_DIR)
+    def __init__(self, index_dir: str, *, folder: str | None = None) -> None:
+        self.dir = folder if folder is not None else os.path.join(index_dir, COLUMNS_DIR)
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
@@ -177,7 +176,9 @@ class ColumnStore:
             if column.has_strings:
                 column.strings = self.read_strings(column)
                 column.codes_of = {s: i for i, s in enumerate(column.strings)}
-        _Builder(self, meta).fold(_records(log_path, meta.watermark, watermark))
+        from exptrack.store.index.columns_build import build
+
+        build(self, meta, log_path, meta.watermark, watermark)
         meta.watermark = watermark
         self._write_meta(meta)
         return meta
@@ -215,6 +216,13 @@ class ColumnStore:
             if name != "lock":
                 with contextlib.suppress(OSError):
                     fs().unlink(self.path(name))
+        self.clear_parts()
+
+    def clear_parts(self) -> None:
+        """Remove the part folders of parallel builds (under the lock: none is in progress)."""
+        for name in os.listdir(self.dir):
+            if name.startswith("part."):
+                shutil.rmtree(self.path(name), ignore_errors=True)
 
     def append(self, name: str, data: bytes | bytearray | array[Any], *, new: bool = False) -> None:
         """Append ``data`` (little-endian) to a column; ``new`` starts the file afresh (a crashed
@@ -243,189 +251,3 @@ class ColumnStore:
 
     def _write_meta(self, meta: ColumnMeta) -> None:
         self.write_whole("meta.json", codec.dumps(meta.to_state()))
-
-
-_CHUNK: Final = 8 << 20
-
-
-class _Absent:
-    """A field a run does not have (``MISSING`` in the kinds)."""
-
-
-_ABSENT: Final = _Absent()
-_TYPE_KIND: Final[dict[type, int]] = {float: FLOAT, int: INT, str: STR, type(None): NULL, _Absent: MISSING}
-
-
-def _records(log_path: str, start: int, end: int) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(offset, object)`` of each line of ``[start, end)`` that parses as a run record.
-
-    Lighter than the log reader: no checksum and no ``Run``.  That is enough because the index
-    already judged every line: queries leave out the lines it reports corrupt (a forged or torn
-    line may be a row here, never an answer), and every run an answer names is read again in
-    full.  Metrics the codec rewrites (non-finite values stored as null or text) are taken from
-    the codec itself.
-    """
-    fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        pos = start
-        while pos < end:
-            chunk = os.pread(fd, min(_CHUNK, end - pos), pos)
-            if not chunk:
-                return
-            cut = chunk.rfind(b"\n") + 1
-            if cut == 0:
-                if len(chunk) < end - pos:  # one line longer than a chunk: read it whole
-                    chunk = os.pread(fd, end - pos, pos)
-                    cut = chunk.rfind(b"\n") + 1
-                if cut == 0:
-                    return
-            at = pos
-            for line in chunk[:cut].split(b"\n")[:-1]:
-                offset, at = at, at + len(line) + 1
-                try:
-                    obj = codec.loads(line)
-                except ValueError:
-                    continue
-                if type(obj) is not dict or "run_id" not in obj or obj.get("kind", "resume") != "resume":
-                    continue  # an edit, or not a record: never a row
-                metrics = obj.get("metrics")
-                if type(metrics) is not dict or type(obj.get("params")) is not dict:
-                    continue
-                if not all(type(v) is float or type(v) is int for v in metrics.values()):
-                    try:
-                        obj["metrics"] = codec.from_object(dict(obj)).metrics
-                    except codec.LineError:
-                        continue
-                yield offset, obj
-            pos += cut
-    finally:
-        os.close(fd)
-
-
-class _Builder:
-    """Appends rows a chunk at a time: each column's share of a chunk is encoded in one go."""
-
-    def __init__(self, store: ColumnStore, meta: ColumnMeta) -> None:
-        self.store, self.meta = store, meta
-        self.group_codes = {(g[0], g[1]): i for i, g in enumerate(meta.groups)}
-        self._reset()
-
-    def _reset(self) -> None:
-        self.offsets = array("q")
-        self.groups = array("i")
-        self.dirs = bytearray()
-        self.sections: dict[str, list[Mapping[str, Any]]] = {section: [] for section in SECTIONS}
-
-    def fold(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
-        for offset, obj in records:
-            self.add(offset, obj)
-            if len(self.offsets) >= _FLUSH_ROWS:
-                self.flush()
-        self.flush()
-
-    def add(self, offset: int, obj: Mapping[str, Any]) -> None:
-        experiment = obj.get("experiment")
-        status = obj.get("status", "finished")
-        key = (experiment if type(experiment) is str else None, status if type(status) is str else "")
-        code = self.group_codes.get(key)
-        if code is None:
-            code = self.group_codes[key] = len(self.meta.groups)
-            self.meta.groups.append(key)
-        self.offsets.append(offset)
-        self.groups.append(code)
-        self.dirs.append(1 if obj.get("directions") else 0)
-        self.sections["params"].append(obj["params"])
-        self.sections["metrics"].append(obj["metrics"])
-
-    def flush(self) -> None:
-        rows = len(self.offsets)
-        if not rows:
-            return
-        store, meta = self.store, self.meta
-        for section, records in self.sections.items():
-            names: dict[str, None] = {}
-            for record in records:
-                names.update(dict.fromkeys(record))
-            for name in names:
-                if (section, name) not in meta.fields and self._new_field(section, name) is None:
-                    break
-        for column in meta.fields.values():
-            values = [record.get(column.name, _ABSENT) for record in self.sections[column.section]]
-            self._encode(column, values)
-        store.append("off", self.offsets)
-        store.append("grp", self.groups)
-        store.append("dir", self.dirs)
-        meta.rows += rows
-        self._reset()
-
-    def _encode(self, column: FieldColumns, values: list[Any]) -> None:
-        """Append one chunk of a field: kinds, numbers and string codes, per value type."""
-        types = set(map(type, values))
-        if types == {_Absent}:
-            self.store.append(f"{column.number}.k", bytes(len(values)))
-            self._extend(column, "f", array("d", [_NAN]) * len(values))
-            self._extend(column, "s", array("i", [-1]) * len(values))
-            return
-        kinds = bytearray(map(_TYPE_KIND.get, map(type, values), [OTHER] * len(values)))
-        numbers = None
-        if types == {float}:
-            numbers = array("d", values)  # the common case: one C loop
-        elif float in types or int in types:
-            if int in types:
-                for i, value in enumerate(values):
-                    if type(value) is int and not -EXACT_INT <= value <= EXACT_INT:
-                        kinds[i] = OTHER  # beyond float64's exact integers: decided from the record
-            numbers = array("d", [float(v) if k in (INT, FLOAT) else _NAN for v, k in zip(values, kinds)])
-        if bool in types:
-            for i, value in enumerate(values):
-                if value is True or value is False:
-                    kinds[i] = TRUE if value else FALSE
-        codes = None
-        if str in types:
-            codes_of, strings = column.codes_of, column.strings
-            if column.section != "params":
-                codes = None  # a metric is never text; the codec would have refused the line
-                for i, kind in enumerate(kinds):
-                    if kind == STR:
-                        kinds[i] = OTHER
-            else:
-                for text in dict.fromkeys(v for v in values if type(v) is str):
-                    if text not in codes_of and len(strings) < MAX_STRINGS:
-                        codes_of[text] = len(strings)
-                        strings.append(text)
-                        column.new_strings = True
-                codes = array("i", [codes_of.get(v, -1) if type(v) is str else -1 for v in values])
-                for i, code in enumerate(codes):
-                    if code < 0 and kinds[i] == STR:
-                        kinds[i] = OTHER  # past the field's dictionary
-        self.store.append(f"{column.number}.k", kinds)
-        self._extend(column, "f", numbers if numbers is not None else array("d", [_NAN]) * len(values))
-        self._extend(column, "s", codes if codes is not None else array("i", [-1]) * len(values))
-        if column.new_strings:
-            self.store.write_whole(f"{column.number}.d", codec.dumps(column.strings))
-            column.new_strings = False
-
-    def _extend(self, column: FieldColumns, part: str, data: array[Any]) -> None:
-        """Append numbers (``f``) or codes (``s``); a field's first ones start its file, the
-        committed rows before them filled with NaN / -1."""
-        has = column.has_numbers if part == "f" else column.has_strings
-        if not has:
-            if all(x != x for x in data) if part == "f" else all(x < 0 for x in data):
-                return
-            filler = array("d", [_NAN]) if part == "f" else array("i", [-1])
-            self.store.append(f"{column.number}.{part}", filler * self.meta.rows, new=True)
-            if part == "f":
-                column.has_numbers = True
-            else:
-                column.has_strings = True
-        self.store.append(f"{column.number}.{part}", data)
-
-    def _new_field(self, section: str, name: str) -> FieldColumns | None:
-        meta = self.meta
-        if len(meta.fields) >= MAX_FIELDS:
-            meta.capped = True
-            return None
-        column = FieldColumns(section, name, len(meta.fields))
-        meta.fields[(section, name)] = column
-        self.store.append(f"{column.number}.k", bytes(meta.rows), new=True)  # MISSING for every committed row
-        return column

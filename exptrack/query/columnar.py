@@ -15,6 +15,7 @@ answering from the log.
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -122,10 +123,15 @@ def load(store: ColumnStore, meta: ColumnMeta, previous: ColumnView | None) -> C
 
 
 def _read(store: ColumnStore, name: str, dtype: str, rows: int, start: int = 0) -> Any:
+    """Rows ``[start, rows)`` of a column file.  A whole column is mapped, not copied: committed
+    rows never change, and a rebuild unlinks files rather than rewriting them in place."""
     import numpy as np
 
     width = np.dtype(dtype).itemsize
-    with open(store.path(name), "rb") as handle:
+    path = store.path(name)
+    if start == 0 and rows and os.stat(path).st_size >= rows * width:
+        return np.memmap(path, dtype=dtype, mode="r", shape=(rows,))
+    with open(path, "rb") as handle:
         handle.seek(start * width)
         data = np.fromfile(handle, dtype=dtype, count=rows - start)
     if len(data) != rows - start:

@@ -139,7 +139,8 @@ def test_help_and_log_load_neither_multiprocessing_nor_the_scanners_nor_the_inde
 
 
 @pytest.mark.parametrize(
-    ("dependency", "owner"), [("orjson", "exptrack/store/codec.py"), ("filelock", "exptrack/store/fsio.py")]
+    ("dependency", "owner"), [("orjson", "exptrack/store/codec.py"), ("filelock", "exptrack/store/fsio.py"),
+                              ("msgspec", "exptrack/store/partial.py")]
 )
 def test_each_third_party_dependency_has_one_owner(dependency: str, owner: str) -> None:
     assert importers_of(dependency) == {owner}

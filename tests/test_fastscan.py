@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exptrack.store import codec, parallel, scan
+from exptrack.store import codec, parallel, partial, scan
 from exptrack.store import segment as segment_module
 from exptrack.store.fastscan import scan_range
 from exptrack.store.index.groups import declared_modes, experiment_of
@@ -180,6 +180,16 @@ TRICKY = [
     forged(metrics={"value": 1}, extra={"directions": ["min"]}),
     line("plain-2", params={"model": "svm"}, metrics={"accuracy": 0.9, "loss": 0.2}, tags=["a"]),
 ]
+
+
+@pytest.fixture(autouse=True, params=["msgspec", "orjson"])
+def line_decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with msgspec's decoder (``store.partial``) and with orjson alone."""
+    if request.param == "msgspec":
+        pytest.importorskip("msgspec")
+    monkeypatch.setattr(partial, "_decoder", None)
+    monkeypatch.setattr(partial, "_missing", request.param == "orjson")
+    return str(request.param)
 
 
 def write(path: Path, lines: list[bytes]) -> Path:

@@ -45,6 +45,14 @@ def run_quick(script: str) -> str:
             id="query_history",
         ),
         pytest.param(
+            "cold_scan.py",
+            ["exptrack cold best (default: msgspec if installed, 2 cores)", "exptrack cold best (orjson only)",
+             "exptrack cold best (one core)", "read the file's bytes (raw limit)",
+             "read + CRC-32 per line (checksum floor)", "2,000 runs", "10,000 runs", "Peak RSS of the cold build",
+             "peak RSS 10,000 vs 2,000 runs", "answers agree: yes"],
+            id="cold_scan",
+        ),
+        pytest.param(
             "listing.py",
             ["runs -n 20: recent_runs (API)", "runs -n 20: exptrack runs (process)", "before: forward pass + deque",
              "--sort -n 5: heap of 5", "before: full sort", "columns of a 100,000-param run", "2,000 runs",

@@ -107,6 +107,7 @@ FORGED = {
     "escaped-section-key": forged(b"k2", tail=b',"\\u0063ode":{"a":1}'),
     "empty-key": forged(b"k3", tail=b',"":1'),
     "backtick-key": forged(b"k4", tail=b',"we`ird` - at `$":1'),
+    "unnameable-key": forged(b"k5", tail=b',"a\\n\\"b\\u0001":1'),
     "whitespace": with_crc(b'{ "schema" : 2 ,\t"run_id":"ws", "timestamp":"t","status":"finished","params":{ },'
                            b'"metrics":{"accuracy" : 0.25 },"tags":[ ]\r }'),
     "form-feed": forged(b"ff", params=b'{\x0c"x":1}'),

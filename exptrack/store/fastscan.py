@@ -444,9 +444,11 @@ def _numbers(column: list[Any]) -> list[Any]:
     kinds = set(map(type, column))
     if kinds <= _NUMBERS:
         # an integer beyond 64 bits: orjson reads it as a float, msgspec (``partial``) as an int
-        if int in kinds and (any(map(operator.lt, column, repeat(_INT_MIN)))
-                             or any(map(operator.gt, column, repeat(_UINT_MAX)))):
-            raise _Careful
+        if int in kinds:
+            ints = list(compress(column, map(operator.is_, map(type, column), repeat(int)))) if float in kinds \
+                else column
+            if min(ints) < _INT_MIN or max(ints) > _UINT_MAX:
+                raise _Careful
         return column
     fixed = []
     for value in column:

@@ -116,7 +116,12 @@ class PartialDecoder:
         if key in self.learned or key in CORE or key in OPTIONAL:
             return False  # a key msgspec reads another way than it names it: orjson decides
         self.learned[key] = f"f{len(self.learned)}"
-        self._build()
+        try:
+            self._build()
+        except ValueError:  # msgspec names no field with a quote, a backslash or a control character
+            del self.learned[key]
+            self._build()
+            return False
         logger.debug("learned the top-level section %r", key)
         return True
 

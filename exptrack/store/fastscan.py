@@ -51,7 +51,7 @@ from exptrack.store.index.groups import DEFAULT_EXPERIMENT, GroupKey, declared_m
 from exptrack.store.index.reducers import BLOCK_SHIFT, MetricStats
 from exptrack.store.record import SAFE_RUN_IDS, SCHEMA_VERSION, CorruptLine, Run
 from exptrack.store.scan import _parse, _too_long
-from exptrack.store.segment import TOP_K, MetricPart, Segment, id_key
+from exptrack.store.segment import TOP_K, MetricPart, Segment, id_key, sort_words
 
 logger = logging.getLogger(__name__)
 
@@ -515,7 +515,7 @@ def scan_range(path: str, start: int, end: int, *, exclude: Mapping[int, str] | 
     finally:
         if collecting:
             gc.enable()
-    segment.sorted_hashes = array("Q", sorted(segment.hashes))
+    segment.sorted_hashes = sort_words(segment.hashes)
     return segment
 
 

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from itertools import pairwise
 from typing import Any
 
@@ -99,16 +99,29 @@ def _child(conn: Any, theirs: Any, parent: int, progress: Any, path: str, start:
         progress.value = done
 
     result: object
+    columns: tuple[Any, ...] = ()
     try:
         result = fastscan.scan_range(path, start, end, exclude=exclude, tick=tick, predicate=predicate)
+        # the id columns (most of a segment's bytes) follow one by one, as they are: pickling the
+        # whole segment would hold a copy of every column in both processes at once
+        columns = result.take_columns()
     except BaseException as exc:  # surfaces in the parent, which then reads the range itself
         result = exc
     try:
         conn.send(result)
+        for column in columns:
+            conn.send_bytes(column)
     except OSError:  # EPIPE: the reader is gone, nobody to tell -- and no traceback on its stderr
         pass
     finally:
         conn.close()
+
+
+def _each_once(items: list[bytes]) -> Iterator[bytes]:
+    """The items in order, each dropped from the list as it is handed out (freed once used)."""
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str] | None = None,
@@ -149,14 +162,17 @@ def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str]
     try:
         merged = fastscan.scan_range(path, cuts[0], cuts[1], exclude=exclude, tick=tick, predicate=predicate)
         for _, receive, lo, hi in children:
+            columns: list[bytes] | None = None
             try:
                 result = receive.recv()
-            except EOFError:
+                if isinstance(result, Segment):
+                    columns = [receive.recv_bytes() for _ in Segment.COLUMNS]
+            except (EOFError, OSError):
                 result = None
-            if not isinstance(result, Segment):
+            if not isinstance(result, Segment) or columns is None:
                 logger.warning("parallel read of bytes %d-%d failed (%r); reading them here", lo, hi, result)
-                result = fastscan.scan_range(path, lo, hi, exclude=exclude, predicate=predicate)
-            merged.merge(result)
+                result, columns = fastscan.scan_range(path, lo, hi, exclude=exclude, predicate=predicate), None
+            merged.merge(result, None if columns is None else _each_once(columns))
             tick(0)
     finally:
         for child, receive, _, _ in children:

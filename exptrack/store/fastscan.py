@@ -52,6 +52,7 @@ from exptrack.store.index.reducers import BLOCK_SHIFT, MetricStats
 from exptrack.store.record import SAFE_RUN_IDS, SCHEMA_VERSION, CorruptLine, Run
 from exptrack.store.scan import _parse, _too_long
 from exptrack.store.segment import TOP_K, MetricPart, Segment, id_key, sort_words
+from exptrack.store.spill import ColumnSink
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +105,10 @@ class _Reader:
     """The state of one pass; ``run`` fills a :class:`Segment`."""
 
     def __init__(self, path: str, start: int, end: int, exclude: Mapping[int, str], careful: bool,
-                 tick: Callable[[int], None] | None, predicate: Predicate | None = None) -> None:
+                 tick: Callable[[int], None] | None, predicate: Predicate | None = None,
+                 sink: ColumnSink | None = None) -> None:
         self.path, self.start, self.end = path, start, end
+        self.sink = sink
         self.exclude, self.careful, self.tick = exclude, careful or predicate is not None, tick
         self.predicate = predicate
         self.seg = Segment(start, start)
@@ -148,18 +151,7 @@ class _Reader:
         if self.predicate is not None:
             seg.unmapped += len(offs)
         else:
-            if "\\" in joined or joined.count("\n") != len(run_ids) - 1:
-                ids = b"\n".join(map(id_key, run_ids))
-            else:
-                ids = joined.encode()
-            keys = ids.split(b"\n")
-            backwards = ids[::-1].split(b"\n")  # each key reversed, in reverse order
-            backwards.reverse()
-            seg.hashes.extend(_hashes(keys, backwards))
-            seg.offsets.extend(offs)
-            seg.starts.extend(accumulate(map(operator.add, map(len, keys[:-1]), repeat(1)), initial=len(seg.ids)))
-            seg.ids += ids
-            seg.ids += b"\n"
+            self._ids(run_ids, joined, offs)
         seg.names.add_block(params, tags)
         experiments: list[str]
         if not any(exps):
@@ -181,6 +173,28 @@ class _Reader:
             chosen = list(map(key.__eq__, group_keys))
             self._reduce(raw, list(compress(offs, chosen)), list(compress(run_ids, chosen)),
                          list(compress(dicts, chosen)), key)
+
+    def _ids(self, run_ids: Sequence[str], joined: str, offs: list[int]) -> None:
+        """Append the block's id columns: to the sink's files, or to the segment."""
+        seg = self.seg
+        if "\\" in joined or joined.count("\n") != len(run_ids) - 1:
+            ids = b"\n".join(map(id_key, run_ids))
+        else:
+            ids = joined.encode()
+        keys = ids.split(b"\n")
+        backwards = ids[::-1].split(b"\n")  # each key reversed, in reverse order
+        backwards.reverse()
+        starts = accumulate(map(operator.add, map(len, keys[:-1]), repeat(1)), initial=0 if self.sink else len(seg.ids))
+        if self.sink is not None:  # a long read: the columns go to files, block by block
+            self.sink.write(_hashes(keys, backwards), array("Q", offs), array("Q", starts), ids + b"\n")
+            seg.spilled += len(offs)
+            seg.spilled_length += len(ids) + 1
+            return
+        seg.hashes.extend(_hashes(keys, backwards))
+        seg.offsets.extend(offs)
+        seg.starts.extend(starts)
+        seg.ids += ids
+        seg.ids += b"\n"
 
     def _declare(self, experiments: list[str], statuses: Sequence[str], dirs: list[Any]) -> None:
         """Count the directions runs declare for their metrics, per group."""
@@ -495,23 +509,28 @@ def _top(heap: list[tuple[float, int, str]], values: list[Any], where: Any, offs
 
 
 def scan_range(path: str, start: int, end: int, *, exclude: Mapping[int, str] | None = None,
-               tick: Callable[[int], None] | None = None, predicate: Predicate | None = None) -> Segment:
+               tick: Callable[[int], None] | None = None, predicate: Predicate | None = None,
+               sink: ColumnSink | None = None) -> Segment:
     """Read the complete lines of ``[start, end)`` in this process (``start`` is a line start).
 
     ``exclude`` maps offsets of lines to report as corrupt with the given reason (duplicates).
     With a ``predicate`` every line is decoded in full (a filter may read any field) and only
-    the runs it accepts are counted.
+    the runs it accepts are counted.  With a ``sink`` the id columns are appended to its files
+    (``segment.spilled`` counts them) instead of kept in the segment.
     """
+    mark = sink.mark() if sink is not None else None
     # The pass allocates ~10 containers a line and drops them chunk by chunk, none in a reference
     # cycle: the collector's passes over them are pure cost (~10% of a cold build).
     collecting = gc.isenabled()
     gc.disable()
     try:
         try:
-            segment = _Reader(path, start, end, exclude or {}, False, tick, predicate).run()
+            segment = _Reader(path, start, end, exclude or {}, False, tick, predicate, sink).run()
         except _Careful:
             logger.debug("unusual metric values in %s [%d, %d): reading line by line", path, start, end)
-            segment = _Reader(path, start, end, exclude or {}, True, tick, predicate).run()
+            if sink is not None and mark is not None:
+                sink.rewind(mark)
+            segment = _Reader(path, start, end, exclude or {}, True, tick, predicate, sink).run()
     finally:
         if collecting:
             gc.enable()

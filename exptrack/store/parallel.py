@@ -27,10 +27,13 @@ from exptrack.store import fastscan
 from exptrack.store.fastscan import Predicate
 from exptrack.store.index.reducers import BLOCK_SHIFT
 from exptrack.store.segment import Progress, Segment
+from exptrack.store.spill import COLUMNS, ColumnSink, piece_paths, remove_files
 
 logger = logging.getLogger(__name__)
 
 PARALLEL_MIN_BYTES = 32 << 20
+Spill = tuple[str, str]
+"""``(directory, generation)``: where a read writes its id columns instead of memory."""
 
 
 def split_points(path: str, start: int, end: int, parts: int) -> list[int]:
@@ -91,7 +94,7 @@ def die_with_parent(parent: int) -> None:
 
 
 def _child(conn: Any, theirs: Any, parent: int, progress: Any, path: str, start: int, end: int,
-           exclude: Mapping[int, str], predicate: Predicate | None) -> None:
+           exclude: Mapping[int, str], predicate: Predicate | None, spill: Spill | None) -> None:
     die_with_parent(parent)
     theirs.close()  # the parent's read end: while this copy is open, a dead parent never shows
 
@@ -101,7 +104,12 @@ def _child(conn: Any, theirs: Any, parent: int, progress: Any, path: str, start:
     result: object
     columns: tuple[Any, ...] = ()
     try:
-        result = fastscan.scan_range(path, start, end, exclude=exclude, tick=tick, predicate=predicate)
+        sink = ColumnSink(piece_paths(*spill, os.getpid())) if spill is not None else None
+        try:
+            result = fastscan.scan_range(path, start, end, exclude=exclude, tick=tick, predicate=predicate, sink=sink)
+        finally:
+            if sink is not None:
+                sink.close()  # the parent appends the files, then deletes them
         # the id columns (most of a segment's bytes) follow one by one, as they are: pickling the
         # whole segment would hold a copy of every column in both processes at once
         columns = result.take_columns()
@@ -126,22 +134,41 @@ def _each_once(items: list[bytes]) -> Iterator[bytes]:
 
 def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str] | None = None,
                   progress: Progress | None = None, workers: int | None = None,
-                  predicate: Predicate | None = None) -> Segment:
+                  predicate: Predicate | None = None, spill: Spill | None = None) -> Segment:
     """Read ``[start, end)`` with up to ``workers`` processes (default: one per core).
 
     The calling process reads the first piece itself while forked children read the others
     (a forked child inherits ``predicate``: nothing is pickled on the way in); results merge in
     log order.  Small ranges, platforms without ``fork`` and threaded callers read in one process.
+
+    ``spill = (directory, generation)`` writes the id columns to ``<directory>/<generation>.<column>``
+    instead of memory (``segment.spilled``, ``segment.spill_crcs``): each helper writes its piece
+    to temporary files, appended here in log order.
     """
+    sink = ColumnSink({c: os.path.join(spill[0], f"{spill[1]}.{c}") for c in COLUMNS}) if spill else None
+    try:
+        merged = _scan_pieces(path, start, end, exclude or {}, progress, workers, predicate, spill, sink)
+    except BaseException:
+        if sink is not None:
+            sink.remove()
+        raise
+    if sink is not None:
+        sink.close(sync=True)
+        merged.spill_crcs = dict(sink.crcs)
+    return merged
+
+
+def _scan_pieces(path: str, start: int, end: int, exclude: Mapping[int, str], progress: Progress | None,
+                 workers: int | None, predicate: Predicate | None, spill: Spill | None,
+                 sink: ColumnSink | None) -> Segment:
     total = end - start
     count = workers if workers is not None else (os.cpu_count() or 1)
     method = _start_method()
     cuts = split_points(path, start, end, count) if count > 1 and total >= PARALLEL_MIN_BYTES and method else [
         start, end]
-    exclude = exclude or {}
     if len(cuts) == 2:
-        return fastscan.scan_range(path, start, end, exclude=exclude, predicate=predicate,
-                          tick=(lambda done: progress(done, total)) if progress else None)
+        return fastscan.scan_range(path, start, end, exclude=exclude, predicate=predicate, sink=sink,
+                                   tick=(lambda done: progress(done, total)) if progress else None)
     ctx: Any = multiprocessing.get_context(method)
     children = []
     counters = []
@@ -149,7 +176,7 @@ def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str]
         counter = ctx.Value("q", 0, lock=False)
         receive, send = ctx.Pipe(duplex=False)
         child = ctx.Process(target=_child, args=(send, receive, os.getpid(), counter, path, lo, hi, exclude,
-                                                 predicate), daemon=True)
+                                                 predicate, spill), daemon=True)
         child.start()
         send.close()
         children.append((child, receive, lo, hi))
@@ -160,8 +187,9 @@ def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str]
             progress(done + sum(c.value for c in counters), total)
 
     try:
-        merged = fastscan.scan_range(path, cuts[0], cuts[1], exclude=exclude, tick=tick, predicate=predicate)
-        for _, receive, lo, hi in children:
+        merged = fastscan.scan_range(path, cuts[0], cuts[1], exclude=exclude, tick=tick, predicate=predicate,
+                                     sink=sink)
+        for child, receive, lo, hi in children:
             columns: list[bytes] | None = None
             try:
                 result = receive.recv()
@@ -169,9 +197,17 @@ def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str]
                     columns = [receive.recv_bytes() for _ in Segment.COLUMNS]
             except (EOFError, OSError):
                 result = None
+            if isinstance(result, Segment) and columns is not None and sink is not None and spill is not None:
+                mark = sink.mark()
+                try:
+                    sink.append(piece_paths(*spill, child.pid), result.spilled, result.spilled_length)
+                except OSError as exc:  # the piece is read again here, into the sink
+                    sink.rewind(mark)
+                    result = exc
             if not isinstance(result, Segment) or columns is None:
                 logger.warning("parallel read of bytes %d-%d failed (%r); reading them here", lo, hi, result)
-                result, columns = fastscan.scan_range(path, lo, hi, exclude=exclude, predicate=predicate), None
+                result = fastscan.scan_range(path, lo, hi, exclude=exclude, predicate=predicate, sink=sink)
+                columns = None
             merged.merge(result, None if columns is None else _each_once(columns))
             tick(0)
     finally:
@@ -181,6 +217,8 @@ def scan_parallel(path: str, start: int, end: int, *, exclude: Mapping[int, str]
             if child.is_alive():
                 child.kill()
                 child.join()
+            if spill is not None:
+                remove_files(piece_paths(*spill, child.pid))
     return merged
 
 

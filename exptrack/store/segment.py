@@ -122,6 +122,12 @@ class Segment:
     sorted_hashes: array[int] = field(default_factory=lambda: array("Q"))
     """``hashes`` in ascending order: each process sorts its own part, merging is linear."""
     unmapped: int = 0
+    spilled: int = 0
+    """Runs whose id columns went to a ``spill.ColumnSink`` (files) instead of these arrays."""
+    spilled_length: int = 0
+    """Bytes of id text those runs wrote to the sink."""
+    spill_crcs: dict[str, int] = field(default_factory=dict)
+    """The CRC-32 of each spilled column file, once the read is complete."""
     edits: list[Edit] = field(default_factory=list)
     """Edit lines, in log order (see ``store.edits``)."""
     resumes: list[int] = field(default_factory=list)
@@ -130,7 +136,7 @@ class Segment:
 
     @property
     def runs(self) -> int:
-        return len(self.offsets) + self.unmapped
+        return len(self.offsets) + self.unmapped + self.spilled
 
     @property
     def statuses(self) -> Counter[str]:
@@ -151,6 +157,8 @@ class Segment:
         self.lines += other.lines
         self.unchecked += other.unchecked
         self.unmapped += other.unmapped
+        self.spilled += other.spilled
+        self.spilled_length += other.spilled_length
         self.edits.extend(other.edits)
         self.resumes.extend(other.resumes)
         self.groups.update(other.groups)

@@ -192,6 +192,9 @@ class IdColumns:
 
     def _write_columns(self, segment: Segment) -> None:
         """Append the segment's entries to the id columns (``pwrite`` at the saved lengths)."""
+        if segment.spilled:  # written (and synced) into this generation's files as the log was read
+            self.crcs.update(segment.spill_crcs)
+            return
         io = fs()
         base = self.ids_length - len(segment.ids)
         starts = array("Q", map(operator.add, segment.starts, repeat(base))) if base else segment.starts
@@ -259,6 +262,8 @@ class IdColumns:
             self._memory = {column: bytearray() for column in (*_COLUMNS, "sorted")}
         if segment is None or not segment.runs:
             return
+        if segment.spilled:
+            raise StaleIndexError("the id columns were written as the log was read")  # the caller rebuilds
         memory = self._memory
         base = len(memory["ids"])
         starts = array("Q", map(operator.add, segment.starts, repeat(base)))

@@ -40,12 +40,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import mmap
+import operator
 import os
 import zlib
 from array import array
 from collections import Counter
 from collections.abc import Iterable
-from itertools import chain
+from itertools import chain, islice
 from typing import Any
 
 from exptrack.store import codec, parallel
@@ -58,12 +59,15 @@ from exptrack.store.index.idmap import _COLUMNS, IdColumns, new_generation
 from exptrack.store.index.reducers import BLOCK_SHIFT, MetricStats, Mode
 from exptrack.store.journal import io_write_all
 from exptrack.store.record import CorruptLine
-from exptrack.store.segment import TOP_K, Progress, Segment, id_from_key
+from exptrack.store.segment import TOP_K, Progress, Segment, id_from_key, sort_words
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 """2: reducers kept per group (experiment, status); the edit overlay, hidden and resumed records."""
+SPILL_MIN_BYTES = 16 << 20
+"""From this log size a build from byte 0 writes its id columns to files as it reads (``store.spill``):
+its memory then stays flat as the log grows."""
 _RESORT_AFTER = 1 << 16
 """Runs appended since the sorted hash column was written that are checked against a set, not by
 binary search; beyond this (or a quarter of the history) the column is rewritten."""
@@ -263,6 +267,8 @@ class LogIndex(IdColumns):
 
     def _to_memory(self, segment: Segment | None) -> None:
         """Keep the id columns in memory from now on (the saved part, if readable, plus ``segment``)."""
+        if segment is not None and segment.spilled:
+            raise StaleIndexError("the id columns were written as the log was read")  # the caller rebuilds
         old = self.count - (segment.runs if segment else 0)
         old_length = self.ids_length - (len(segment.ids) if segment else 0)
         for column in _COLUMNS:
@@ -336,9 +342,20 @@ class LogIndex(IdColumns):
         if size <= self.watermark:
             return []
         start = self.watermark
-        segment = parallel.scan_parallel(self.log_path, start, size, progress=progress)
+        spill = self._spill_to(start, size)
+        try:
+            segment = parallel.scan_parallel(self.log_path, start, size, progress=progress, spill=spill)
+        except OSError as exc:
+            if spill is None:
+                raise
+            logger.info("cannot write the id columns of %s as it is read (%s); reading them into memory",
+                        self.log_path, exc)
+            segment = parallel.scan_parallel(self.log_path, start, size, progress=progress)
         if segment.end == start:
             return []
+        if segment.spilled and not self._sort_spilled(segment):
+            # a run id may repeat: the duplicate check compares ids, which a read keeps in memory
+            segment = parallel.scan_parallel(self.log_path, start, size, progress=progress)
         exclude = self._duplicates(fd, segment)
         if exclude:
             segment = parallel.scan_parallel(self.log_path, start, segment.end, exclude=exclude, progress=progress)
@@ -357,12 +374,38 @@ class LogIndex(IdColumns):
             self._save(segment)
         return new_corrupt
 
+    def _spill_to(self, start: int, size: int) -> parallel.Spill | None:
+        """Where a build from byte 0 of a long log writes its id columns as it reads (``store.spill``):
+        the new generation's own column files.  ``None``: the read keeps them in memory."""
+        if not self.persistent or start or self.count or size < SPILL_MIN_BYTES:
+            return None
+        try:
+            make_dirs(self.dir)
+        except OSError:
+            return None
+        return self.dir, self.generation
+
+    def _sort_spilled(self, segment: Segment) -> bool:
+        """Sort the hash column a spilled read wrote; False when two hashes are equal (then the ids
+        must be compared, and the read is done again in memory)."""
+        hashes = array("Q")
+        with open(self._column_path("hash"), "rb") as handle:
+            hashes.fromfile(handle, segment.spilled)
+        ordered = sort_words(hashes)
+        del hashes
+        if any(map(operator.eq, ordered, islice(ordered, 1, None))):
+            return False
+        segment.sorted_hashes = ordered
+        return True
+
     def _logs_a_deleted_id(self, segment: Segment) -> bool:
         """Whether the segment holds a run whose id an earlier edit deleted (an edit naming a run
         before its line: the merge rule applies it all the same)."""
         deleted = self.overlay.deleted()
         if not deleted:
             return False
+        if segment.spilled:
+            return True  # its ids are on disk: recomputing the answers is always right, only slower
         keys = bytes(segment.ids).split(b"\n")
         return any(id_from_key(key) in deleted for key in keys if key)
 
@@ -440,7 +483,7 @@ class LogIndex(IdColumns):
                 self._new_sorted = array("Q", sorted(chain(self._words("sorted"), self._words("hash")[
                     self.sorted_count :], segment.sorted_hashes)))
         self.count += segment.runs  # only now: the columns on disk do not hold the segment yet
-        self.ids_length += len(segment.ids)
+        self.ids_length += len(segment.ids) + segment.spilled_length
         return new_corrupt
 
     # -- answers ---------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ _ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
 
 
 
-_SORT_RUN = 1 << 18
+_SORT_RUN = 1 << 16
 """Most hashes sorted as one Python list (~10 MiB of int objects): a longer column is sorted in parts."""
 
 
@@ -46,17 +46,24 @@ def sort_words(words: array[int] | Iterable[int]) -> array[int]:
     Concatenated sorted runs (a merge) stay runs within each part, which timsort merges linearly.
     """
     column = words if isinstance(words, array) else array("Q", words)
-    bits = (len(column) // _SORT_RUN).bit_length()
-    if not bits or sys.byteorder != "little" or column.itemsize != 8:
+    masks = part_masks(len(column))
+    if not masks:
         return array("Q", sorted(column))
-    bits = min(bits, 8)
     top = bytes(memoryview(column).cast("B")[7::8])  # the most significant byte of each word
-    shift = 8 - bits
     ordered = array("Q")
-    for part in range(1 << bits):
-        mask = bytes(1 if byte >> shift == part else 0 for byte in range(256))
+    for mask in masks:
         ordered.extend(sorted(compress(column, top.translate(mask))))
     return ordered
+
+
+def part_masks(count: int) -> list[bytes]:
+    """For sorting ``count`` u64 words in parts: per part, a ``bytes.translate`` table that maps a
+    word's most significant byte to 1 when the word belongs to the part (none: sort them whole)."""
+    bits = min((count // _SORT_RUN).bit_length(), 8)
+    if not bits or sys.byteorder != "little" or array("Q").itemsize != 8:
+        return []
+    shift = 8 - bits
+    return [bytes(1 if byte >> shift == part else 0 for byte in range(256)) for part in range(1 << bits)]
 
 
 def id_key(run_id: str) -> bytes:

@@ -17,9 +17,10 @@ import os
 import zlib
 from array import array
 from collections.abc import Mapping
-from itertools import repeat
+from itertools import compress, islice, repeat
 
 from exptrack.store.fsio import FILE_MODE, fs
+from exptrack.store.segment import part_masks
 
 COLUMNS = ("hash", "off", "pos", "ids")
 """The id columns, as ``idmap`` names their files."""
@@ -99,6 +100,30 @@ class ColumnSink:
         """Close and delete the files (a helper's pieces, once appended; or an abandoned read)."""
         self.close()
         remove_files(self.paths)
+
+
+def sorted_hashes(path: str, count: int) -> array[int] | None:
+    """The first ``count`` words of a hash column file, ascending; ``None`` when two are equal.
+
+    Read part by part (``segment.part_masks``) from the file, so that only the sorted column and
+    one part's list are in memory; equal words fall in the same part.
+    """
+    ordered = array("Q")
+    with open(path, "rb", buffering=0) as handle:
+        for mask in part_masks(count) or [bytes([1]) * 256]:
+            handle.seek(0)
+            left = 8 * count
+            chosen: list[int] = []
+            while left > 0 and (chunk := handle.read(min(_COPY, left))):
+                left -= len(chunk)
+                chosen.extend(compress(_words(chunk), chunk[7::8].translate(mask)))
+            chosen.sort()
+            if any(map(operator.eq, chosen, islice(chosen, 1, None))):
+                return None
+            ordered.extend(chosen)
+    if len(ordered) != count:
+        raise OSError(5, f"the hash column {path} is shorter than the {count} runs written")
+    return ordered
 
 
 def remove_files(paths: Mapping[str, str]) -> None:

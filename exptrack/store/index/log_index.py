@@ -40,13 +40,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import mmap
-import operator
 import os
 import zlib
 from array import array
 from collections import Counter
 from collections.abc import Iterable
-from itertools import chain, islice
+from itertools import chain
 from typing import Any
 
 from exptrack.store import codec, parallel
@@ -59,7 +58,8 @@ from exptrack.store.index.idmap import _COLUMNS, IdColumns, new_generation
 from exptrack.store.index.reducers import BLOCK_SHIFT, MetricStats, Mode
 from exptrack.store.journal import io_write_all
 from exptrack.store.record import CorruptLine
-from exptrack.store.segment import TOP_K, Progress, Segment, id_from_key, sort_words
+from exptrack.store.segment import TOP_K, Progress, Segment, id_from_key
+from exptrack.store.spill import sorted_hashes
 
 logger = logging.getLogger(__name__)
 
@@ -388,12 +388,8 @@ class LogIndex(IdColumns):
     def _sort_spilled(self, segment: Segment) -> bool:
         """Sort the hash column a spilled read wrote; False when two hashes are equal (then the ids
         must be compared, and the read is done again in memory)."""
-        hashes = array("Q")
-        with open(self._column_path("hash"), "rb") as handle:
-            hashes.fromfile(handle, segment.spilled)
-        ordered = sort_words(hashes)
-        del hashes
-        if any(map(operator.eq, ordered, islice(ordered, 1, None))):
+        ordered = sorted_hashes(self._column_path("hash"), segment.spilled)
+        if ordered is None:
             return False
         segment.sorted_hashes = ordered
         return True

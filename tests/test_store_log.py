@@ -3,6 +3,8 @@ and whenever anything else could see the record, ``logging`` writes it."""
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
 import re
@@ -147,3 +149,21 @@ def test_processes_sharing_a_store_write_whole_lines_with_their_pids(store: Path
     assert {LINE.fullmatch(line).group(1) for line in lines} == {str(p.pid) for p in procs}  # type: ignore[union-attr]
     ids = {run.run_id for run in ExperimentTracker(store).runs()}
     assert {LINE.fullmatch(line).group(2) for line in lines} == ids  # type: ignore[union-attr]
+
+
+class _FullDisk(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_log_txt_that_cannot_be_written_never_fails_the_run(
+    store: Path, spy: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    no_root_handlers(monkeypatch)
+    tracker = ExperimentTracker(store)
+    handler = logs._handlers[os.path.abspath(store)]
+    monkeypatch.setattr(handler, "stream", _FullDisk())
+    run = tracker.log_run(metrics={"accuracy": 0.5})  # acknowledged: log.txt is a diagnostic, not the record
+    assert spy == []  # the direct path took it, and reported the failure the way logging does
+    assert "Logging error" in capsys.readouterr().err
+    assert [r.run_id for r in ExperimentTracker(store).runs()] == [run.run_id]

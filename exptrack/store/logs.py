@@ -23,6 +23,7 @@ import time
 from exptrack.store.fsio import FILE_MODE
 
 LOG_FORMAT = "%(asctime)s %(levelname)s pid=%(process)d %(name)s: %(message)s"
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # logging.Formatter.default_time_format, which StoreLine writes too
 
 _package_logger = logging.getLogger("exptrack")
 _handlers: dict[str, logging.Handler] = {}
@@ -101,7 +102,7 @@ class StoreLine:
         now = time.time_ns()
         second = now // 1_000_000_000
         if second != self._second:  # logging's asctime, formatted once per second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self._stamp = time.strftime(_TIME_FORMAT, time.localtime(second))
             self._second = second
         line = (f"{self._stamp},{now // 1_000_000 % 1000:03d} {logging.getLevelName(level)} "
                 f"pid={os.getpid()} {logger.name}: {message}\n")
@@ -125,8 +126,8 @@ class StoreLine:
         formatter = handler.formatter
         if handler.level > level or len(handler.filters) != 1 or type(formatter) is not logging.Formatter:
             return False
-        if (formatter._fmt, formatter.datefmt, formatter.converter, formatter.default_msec_format) != (
-                LOG_FORMAT, None, time.localtime, "%s,%03d"):
+        if (formatter._fmt, formatter.datefmt, formatter.converter, formatter.default_time_format,
+                formatter.default_msec_format) != (LOG_FORMAT, None, time.localtime, _TIME_FORMAT, "%s,%03d"):
             return False  # a format changed after attach_store_log: logging writes it
         node: logging.Logger | None = logger
         while node is not None:  # the loggers a record passes, as Logger.callHandlers walks them

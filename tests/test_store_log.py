@@ -167,3 +167,14 @@ def test_a_log_txt_that_cannot_be_written_never_fails_the_run(
     assert spy == []  # the direct path took it, and reported the failure the way logging does
     assert "Logging error" in capsys.readouterr().err
     assert [r.run_id for r in ExperimentTracker(store).runs()] == [run.run_id]
+
+
+def test_a_handler_closed_under_the_tracker_falls_back_to_logging(
+    store: Path, spy: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_root_handlers(monkeypatch)
+    tracker = ExperimentTracker(store)
+    logs._handlers[os.path.abspath(store)].close()  # its stream is None now; logging reopens it on emit
+    run = tracker.log_run(metrics={"accuracy": 0.5})
+    assert spy == [f"logged run {run.run_id} (finished; accuracy=0.5)"]
+    assert [LINE.fullmatch(line).group(2) for line in run_lines(store)] == [run.run_id]  # type: ignore[union-attr]

@@ -106,18 +106,18 @@ class StoreLine:
             self._second = second
         line = (f"{self._stamp},{now // 1_000_000 % 1000:03d} {logging.getLevelName(level)} "
                 f"pid={os.getpid()} {logger.name}: {message}\n")
-        stream = getattr(handler, "stream", None)
-        if stream is None:  # closed meanwhile (detach_store_log): let logging decide
-            logger.log(level, "%s", message, extra=self._extra)
-            return
         handler.acquire()
         try:
-            stream.write(line)
-            stream.flush()
+            stream = getattr(handler, "stream", None)  # read under the lock: close() sets it to None
+            if stream is not None:
+                stream.write(line)
+                stream.flush()
         except (OSError, ValueError):  # what FileHandler.emit reports instead of raising
             handler.handleError(logging.makeLogRecord({"msg": message, "levelno": level, "name": logger.name}))
         finally:
             handler.release()
+        if stream is None:  # closed meanwhile (detach_store_log): let logging decide
+            logger.log(level, "%s", message, extra=self._extra)
 
     def _only_destination(self, handler: logging.Handler, level: int) -> bool:
         """Whether ``logging`` would hand a record of ``logger`` for this store to ``handler`` alone,

@@ -62,7 +62,7 @@ _BISECT_FACTOR = 64
 
 
 
-_WRITE_PIECE = 4 << 20
+_WRITE_PIECE = 1 << 20
 """Bytes handed to one ``pwrite``: a column of a million runs is never copied whole."""
 
 

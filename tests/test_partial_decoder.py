@@ -170,6 +170,21 @@ def test_sections_are_learned_and_named_exactly(tmp_path: Path, monkeypatch: pyt
     assert len(decoder.learned) <= partial.MAX_LEARNED  # the rest took the orjson path
 
 
+@pytest.mark.usefixtures("fresh_decoder")
+def test_structs_decoded_before_a_section_was_learned_still_name_their_sections() -> None:
+    # another thread may learn a section (a new struct class) between a decode and its sections
+    decoder = partial.decoder()
+    assert decoder is not None
+    before = decoder.decode([ORDINARY[0].rstrip(b"\n")])
+    assert before is not None
+    after = decoder.decode([FORGED["overflow-in-unknown-section"].replace(b"1e999", b"1").rstrip(b"\n")])
+    assert after is not None
+    assert "mine" in decoder.learned
+    assert type(before[0]) is not type(after[0])
+    assert {"code", "duration_s", "name"} <= decoder.sections(before, set())
+    assert "mine" in decoder.sections(after, set())
+
+
 def test_without_msgspec_the_reader_uses_orjson(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(partial, "_decoder", None)
     monkeypatch.setattr(partial, "_missing", False)

@@ -74,6 +74,7 @@ class PartialDecoder:
         self._errors = (msgspec.MsgspecError, ValueError, RecursionError)
         self.unset: object = msgspec.UNSET
         self.learned: dict[str, str] = {}  # top-level key -> struct field name
+        self._optional: dict[type, dict[str, Callable[[Any], Any]]] = {}
         self.row: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(
             "run_id", "status", "metrics", "schema", "params", "tags", "timestamp")
         self.experiment: Callable[[Any], Any] = operator.attrgetter("experiment")
@@ -89,10 +90,12 @@ class PartialDecoder:
         # the field names are generated (f0, f1...): a key need not be an identifier
         rename = {field: key for key, field in self.learned.items()}
         struct = msgspec.defstruct("Line", fields, forbid_unknown_fields=True, gc=False, rename=rename or None)
+        # presence of each optional section: a struct field's value is UNSET when its key is absent.
+        # Kept per struct class: a thread may still hold structs of the class before a learning.
+        optional: dict[str, Callable[[Any], Any]] = {key: operator.attrgetter(key) for key in OPTIONAL}
+        optional.update({key: operator.attrgetter(field) for key, field in self.learned.items()})
+        self._optional[struct] = optional
         self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(struct).decode
-        # presence of each optional section: a struct field's value is UNSET when its key is absent
-        self._optional = {key: operator.attrgetter(key) for key in OPTIONAL}
-        self._optional.update({key: operator.attrgetter(field) for key, field in self.learned.items()})
 
     def decode(self, lines: Sequence[bytes]) -> list[Any] | None:
         """One struct per line, or ``None`` when any line needs orjson's verdict."""
@@ -129,7 +132,9 @@ class PartialDecoder:
         """The top-level keys ``objs`` hold that ``known`` lacks."""
         found = set(CORE) - known
         unset = self.unset
-        for key, getter in self._optional.items():
+        if not objs:
+            return found
+        for key, getter in self._optional[type(objs[0])].items():
             if key not in known and any(map(operator.is_not, map(getter, objs), repeat(unset))):
                 found.add(key)
         return found

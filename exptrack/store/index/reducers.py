@@ -128,8 +128,13 @@ def _fsum(values: Sequence[float]) -> float:
 
 
 def _mean(values: Sequence[float]) -> float:
-    count = len(values)
-    return math.fsum(map(operator.truediv, values, repeat(float(count))))
+    """The mean of finite values whose sum leaves the float range (a function of the values alone)."""
+    count = float(len(values))
+    try:
+        return math.fsum(map(operator.truediv, values, repeat(count)))
+    except OverflowError:  # e.g. three values of 6e307: their quotients still add past the limit inside fsum
+        scaled = math.fsum(map(operator.truediv, values, repeat(4.0 * count))) * 4.0
+        return min(max(scaled, min(values)), max(values))  # a mean lies between them; rounding may not
 
 
 Part = list[float] | MetricStats

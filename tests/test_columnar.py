@@ -11,6 +11,7 @@ file must survive: appends, a crashed refresh, a forged column, a rewritten log,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -468,3 +469,19 @@ def test_a_build_on_every_core_equals_one_in_one_process(tmp_path: Path) -> None
                                               strict=True):
         assert (kind_a, text_a) == (kind_b, text_b) or columns.OTHER in (kind_a, kind_b)
     assert capped_many[0].count(columns.STR) >= 1000
+
+
+def test_readers_kept_alive_hold_no_descriptor_of_the_columns(sweep: Path) -> None:
+    ExperimentTracker(sweep).count_runs(where=WHERE)  # columns built
+    before = len(os.listdir("/proc/self/fd"))
+    kept = []
+    for _ in range(20):
+        tracker = ExperimentTracker(sweep)
+        tracker.top_runs("accuracy", 3, where=WHERE)
+        kept.append(tracker)
+    opened = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the descriptor listdir itself used is gone
+            opened.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert not [path for path in opened if "/.index/columns/" in path]
+    assert len(opened) - before < 20

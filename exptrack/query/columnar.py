@@ -15,7 +15,6 @@ answering from the log.
 from __future__ import annotations
 
 import operator
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -123,14 +122,12 @@ def load(store: ColumnStore, meta: ColumnMeta, previous: ColumnView | None) -> C
 
 
 def _read(store: ColumnStore, name: str, dtype: str, rows: int, start: int = 0) -> Any:
-    """Rows ``[start, rows)`` of a column file.  A whole column is mapped, not copied: committed
-    rows never change, and a rebuild unlinks files rather than rewriting them in place."""
+    """Rows ``[start, rows)`` of a column file, read into memory.  (Not mapped: a map keeps a
+    descriptor open for as long as any view of it lives, and readers keep views between queries.)"""
     import numpy as np
 
     width = np.dtype(dtype).itemsize
     path = store.path(name)
-    if start == 0 and rows and os.stat(path).st_size >= rows * width:
-        return np.memmap(path, dtype=dtype, mode="r", shape=(rows,))
     with open(path, "rb") as handle:
         handle.seek(start * width)
         data = np.fromfile(handle, dtype=dtype, count=rows - start)

@@ -748,7 +748,7 @@ class StoreReader:
         try:
             offsets = columns.matching_offsets(index, predicate, self.experiment if scoped else None,
                                                include_deleted, read)
-            if offsets is None or (last is None and len(offsets) > max(1000, index.count // 8)):
+            if offsets is None or (last is None and len(offsets) > max(1000, index.count // 3)):
                 return None
             runs = [read(offset) for offset in (offsets[-last:] if last else offsets)]
         except StaleIndexError as exc:

@@ -196,9 +196,11 @@ def test_columns_answer_what_the_log_answers(first: list[dict[str, Any]], later:
                 else:
                     tracker.rename(run_id, "renamed")
         detach_store_log(store)
+        tracker.close()  # the writer's descriptors: hundreds of examples run in one process
         fast, slow = both(store, where, metric, k, mode, status, n, sort)
         assert fast == slow
     finally:
+        tracker.close()
         shutil.rmtree(store, ignore_errors=True)
 
 
@@ -212,6 +214,7 @@ def sweep(tmp_path: Path) -> Iterator[Path]:
         tracker.log_run(params={"model": ["rf", "svm", "knn"][i % 3], "max_depth": i % 17, "lr": 1 / (i + 1)},
                         metrics={"accuracy": (i * 37 % 101) / 100, "val_loss": 1 - i / 300},
                         status="failed" if i % 11 == 0 else "finished")
+    tracker.close()
     detach_store_log(tmp_path)
     return tmp_path
 
@@ -449,6 +452,7 @@ def test_a_build_on_every_core_equals_one_in_one_process(tmp_path: Path) -> None
                 params["late"] = i
             tracker.log_run(params=params, metrics={"accuracy": i / 3000, **({"loss": i} if i % 3 else {})},
                             status="failed" if i % 7 == 0 else "finished", experiment="a" if i % 5 else None)
+        tracker.close()
         detach_store_log(store)
     with mock.patch.object(columns_build, "MAX_STRINGS", 30):
         ExperimentTracker(stores[0]).count_runs(where="params.model = 'rf'")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -179,3 +180,31 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
+
+
+def read_bytes(path: Path) -> int:
+    """The raw read limit: every byte of the file through one reused 1 MiB buffer."""
+    buffer = bytearray(1 << 20)
+    total = 0
+    with open(path, "rb", buffering=0) as handle:
+        while n := handle.readinto(buffer):  # type: ignore[attr-defined]
+            total += n
+    return total
+
+
+def generated_log(work: Path, n: int) -> Path:
+    """``<work>/history-<n>/runs.jsonl``: ``n`` runs of ``scripts/generate_history.py`` (seed 11),
+    generated on the first call for a work directory and reused after."""
+    base = work / f"history-{n}"
+    if not (base / "runs.jsonl").exists():
+        if str(ROOT / "scripts") not in sys.path:
+            sys.path.insert(0, str(ROOT / "scripts"))
+        from generate_history import generate
+
+        start = time.perf_counter()
+        generate(base / "tmp", n, seed=11)
+        (base / "tmp" / "runs.jsonl").rename(base / "runs.jsonl")
+        shutil.rmtree(base / "tmp")
+        print(f"generated {n:,} runs in {time.perf_counter() - start:.1f} s")
+    return base / "runs.jsonl"
+

@@ -36,11 +36,10 @@ from functools import partial as bind
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, environment_line, load_average, print_table, summarize
+from _common import ROOT, environment_line, generated_log, load_average, print_table, read_bytes, summarize
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from generate_history import generate
 from query_history import duckdb_answer, json_answers
 
 HANG_GUARD = 900.0  # seconds for one fresh-process query: longer is a hang, not a slow run
@@ -78,16 +77,6 @@ def probe(store: Path, setup: str) -> dict[str, Any]:
         raise RuntimeError(f"probe failed: {done.stderr.strip()[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
-
-
-def read_bytes(path: Path) -> int:
-    """The raw read limit: every byte through one reused 1 MiB buffer."""
-    buffer = bytearray(1 << 20)
-    total = 0
-    with open(path, "rb", buffering=0) as handle:
-        while n := handle.readinto(buffer):  # type: ignore[attr-defined]
-            total += n
-    return total
 
 
 def read_and_crc(path: Path) -> int:
@@ -134,17 +123,11 @@ def measured(fn: Any, reps: int, budget: float) -> tuple[list[float], Any]:
 
 def history(work: Path, n: int) -> Path:
     """A store holding ``n`` generated runs (generated once per work directory)."""
-    base = work / f"history-{n}"
-    if not (base / "runs.jsonl").exists():
-        start = time.perf_counter()
-        generate(base / "tmp", n, seed=11)
-        (base / "tmp" / "runs.jsonl").rename(base / "runs.jsonl")
-        shutil.rmtree(base / "tmp")
-        print(f"generated {n:,} runs in {time.perf_counter() - start:.1f} s")
+    log = generated_log(work, n)
     store = work / f"cold-store-{n}"
     shutil.rmtree(store, ignore_errors=True)
     store.mkdir()
-    os.link(base / "runs.jsonl", store / "runs.jsonl")  # the same bytes; the index goes in this store
+    os.link(log, store / "runs.jsonl")  # the same bytes; the index goes in this store
     return store
 
 

@@ -46,7 +46,17 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from _common import ROOT, current_rss_mb, environment_line, load_average, peak_rss_mb, print_table, summarize
+from _common import (
+    ROOT,
+    current_rss_mb,
+    environment_line,
+    generated_log,
+    load_average,
+    peak_rss_mb,
+    print_table,
+    read_bytes,
+    summarize,
+)
 from _filtered_peers import (
     METRICS,
     Arrays,
@@ -60,7 +70,7 @@ from _filtered_peers import (
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from generate_history import generate, log_items
+from generate_history import log_items
 
 import exptrack.query.column_answers
 from exptrack import ExperimentTracker
@@ -343,16 +353,6 @@ def ask_peer(peer: DuckPeer | Arrays, question: Question) -> Any:
     return peer.summary(flt)
 
 
-def read_bytes(path: Path) -> int:
-    """The raw read limit: every byte of the file through one reused 1 MiB buffer."""
-    buffer = bytearray(1 << 20)
-    total = 0
-    with open(path, "rb", buffering=0) as handle:
-        while n := handle.readinto(buffer):
-            total += n
-    return total
-
-
 # -- main -------------------------------------------------------------------------------------------
 
 
@@ -384,17 +384,11 @@ def main() -> int:
     measured_log: tuple[float, int] | None = None  # (seconds the log-path rows took, at this size)
     try:
         for n in sizes:
-            base = work / f"history-{n}"
-            if not (base / "runs.jsonl").exists():
-                start = time.perf_counter()
-                generate(base / "tmp", n, seed=11)
-                (base / "tmp" / "runs.jsonl").rename(base / "runs.jsonl")
-                shutil.rmtree(base / "tmp")
-                print(f"generated {n:,} runs in {time.perf_counter() - start:.1f} s")
+            log = generated_log(work, n)
             store = work / f"store-{n}"
             shutil.rmtree(store, ignore_errors=True)
             store.mkdir()
-            shutil.copyfile(base / "runs.jsonl", store / "runs.jsonl")
+            shutil.copyfile(log, store / "runs.jsonl")
             ExperimentTracker(store, durable=False).refresh_index()  # the index exists; the columns do not
             estimate = math.inf if measured_log is None else measured_log[0] * n / measured_log[1]
             bench = Bench(n, store, reps, estimate <= args.budget, script)

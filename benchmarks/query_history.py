@@ -46,9 +46,11 @@ from _common import (
     ROOT,
     current_rss_mb,
     environment_line,
+    generated_log,
     load_average,
     peak_rss_mb,
     print_table,
+    read_bytes,
     reset_peak_rss,
     summarize,
 )
@@ -56,7 +58,7 @@ from _common import (
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import orjson
-from generate_history import generate, log_items
+from generate_history import log_items
 
 from exptrack import ExperimentTracker
 
@@ -335,16 +337,6 @@ def peer_answer(peer: str, path: Path, query: str) -> Answer:
 # -- floors -----------------------------------------------------------------------------------------
 
 
-def read_bytes(path: Path) -> int:
-    """The raw read limit: every byte of the file through one reused 1 MiB buffer."""
-    buffer = bytearray(1 << 20)
-    total = 0
-    with open(path, "rb", buffering=0) as handle:
-        while n := handle.readinto(buffer):  # type: ignore[attr-defined]
-            total += n
-    return total
-
-
 def read_and_parse(path: Path) -> int:
     """Read plus one ``orjson.loads`` per line: the floor for anything that parses every run."""
     count = 0
@@ -563,17 +555,11 @@ def main() -> int:
     problems: list[str] = []
     try:
         for n in sizes:
-            base = work / f"history-{n}"
-            if not (base / "runs.jsonl").exists():
-                start = time.perf_counter()
-                generate(base / "tmp", n, seed=11)
-                (base / "tmp" / "runs.jsonl").rename(base / "runs.jsonl")
-                shutil.rmtree(base / "tmp")
-                print(f"generated {n:,} runs in {time.perf_counter() - start:.1f} s")
+            log = generated_log(work, n)
             store = work / f"store-{n}"
             shutil.rmtree(store, ignore_errors=True)
             store.mkdir()
-            shutil.copyfile(base / "runs.jsonl", store / "runs.jsonl")
+            shutil.copyfile(log, store / "runs.jsonl")
             bench_size(n, store, peers, reps, args.budget, args.quick, rows, matrix, memory, problems)
             shutil.rmtree(store, ignore_errors=True)
     finally:

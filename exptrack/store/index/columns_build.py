@@ -220,13 +220,7 @@ class _Builder:
                 filler = array("d", [_NAN]) if part == "f" else array("i", [-1])
                 self.store.append(f"{column.number}.{part}", filler * count)
             return
-        if not has:
-            filler = array("d", [_NAN]) if part == "f" else array("i", [-1])
-            self.store.append(f"{column.number}.{part}", filler * self.meta.rows, new=True)
-            if part == "f":
-                column.has_numbers = True
-            else:
-                column.has_strings = True
+        _ensure(self.store, column, part, self.meta.rows)
         self.store.append(f"{column.number}.{part}", data)
 
     def _new_field(self, section: str, name: str) -> FieldColumns | None:

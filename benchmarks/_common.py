@@ -187,7 +187,7 @@ def read_bytes(path: Path) -> int:
     buffer = bytearray(1 << 20)
     total = 0
     with open(path, "rb", buffering=0) as handle:
-        while n := handle.readinto(buffer):  # type: ignore[attr-defined]
+        while n := handle.readinto(buffer):
             total += n
     return total
 
